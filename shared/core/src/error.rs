@@ -1,0 +1,55 @@
+//! The one error enum of the registry; the HTTP layer maps each variant to an OCI error code.
+
+/// Every failure a use-case or port can report.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("blob unknown to registry: {0}")]
+    BlobUnknown(String),
+    #[error("blob upload invalid: {0}")]
+    BlobUploadInvalid(String),
+    #[error("blob upload unknown to registry")]
+    BlobUploadUnknown,
+    #[error("provided digest did not match uploaded content: {0}")]
+    DigestInvalid(String),
+    #[error("manifest references a manifest or blob unknown to registry: {0}")]
+    ManifestBlobUnknown(String),
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    #[error("manifest larger than the limit of {limit} bytes")]
+    ManifestTooLarge { limit: usize },
+    #[error("manifest unknown to registry: {0}")]
+    ManifestUnknown(String),
+    #[error("invalid repository name: {0}")]
+    NameInvalid(String),
+    #[error("repository name not known to registry: {0}")]
+    NameUnknown(String),
+    #[error("provided length did not match content length: {0}")]
+    SizeInvalid(String),
+    #[error("invalid tag: {0}")]
+    TagInvalid(String),
+    #[error("requested range not satisfiable: {0}")]
+    RangeInvalid(String),
+    /// A chunk did not start where the upload stands; carries the current offset.
+    #[error("chunk out of order: upload is at offset {offset}")]
+    UploadOutOfOrder { offset: u64 },
+    #[error("request body too large: {0}")]
+    PayloadTooLarge(String),
+    #[error("the operation is unsupported: {0}")]
+    Unsupported(String),
+    #[error("pagination parameter invalid: {0}")]
+    PaginationInvalid(String),
+    /// A conditional write lost a race; the caller may retry.
+    #[error("concurrent modification: {0}")]
+    Conflict(String),
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+impl RegistryError {
+    /// Wraps any adapter failure as a storage error, keeping its message.
+    pub fn storage(err: impl std::fmt::Display) -> Self {
+        RegistryError::Storage(err.to_string())
+    }
+}

@@ -1,0 +1,18 @@
+//! Domain types, use-cases and ports of the OCI registry; free of any cloud, HTTP or runtime crate.
+//!
+//! The HTTP layer decodes a request, calls one method of [`Registry`], and encodes the
+//! answer. Storage is reached only through the ports in [`ports`].
+
+pub mod digest;
+pub mod error;
+pub mod keys;
+pub mod manifest;
+pub mod names;
+pub mod ports;
+pub mod registry;
+pub mod upload;
+
+pub use digest::{Digest, DigestAlgorithm, DigestHasher};
+pub use error::{RegistryError, Result};
+pub use names::{Reference, RepoName, Tag};
+pub use registry::{Registry, RegistryConfig};

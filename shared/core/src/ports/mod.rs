@@ -1,0 +1,11 @@
+//! The ports: traits every storage backend implements (embedded on disk, AWS), one file each.
+
+pub mod blob_store;
+pub mod clock;
+pub mod job_queue;
+pub mod metadata_store;
+
+pub use blob_store::{BlobContent, BlobStore, ByteRange, ByteStream, UploadCursor};
+pub use clock::{Clock, SystemClock};
+pub use job_queue::{Job, JobQueue, ReceivedJob};
+pub use metadata_store::{ManifestRecord, MetadataStore, Page, PageRequest};

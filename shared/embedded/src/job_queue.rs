@@ -1,0 +1,161 @@
+//! `EmbeddedJobQueue`: a durable at-least-once job queue in redb, with visibility
+//! timeouts and a dead-letter table, mirroring SQS with a redrive policy.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use registry_core::ports::{Clock, Job, JobQueue, ReceivedJob};
+use registry_core::{RegistryError, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::db::blocking;
+
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+
+#[derive(Serialize, Deserialize)]
+struct QueuedJob {
+    job: Job,
+    visible_at_ms: u64,
+    receive_count: u32,
+}
+
+fn st<E: std::fmt::Display>(e: E) -> RegistryError {
+    RegistryError::storage(e)
+}
+
+/// A queue in the embedded database; jobs received `max_receives` times without an
+/// acknowledgement go to the dead letters.
+#[derive(Clone)]
+pub struct EmbeddedJobQueue {
+    db: Arc<Database>,
+    clock: Arc<dyn Clock>,
+    max_receives: u32,
+}
+
+impl EmbeddedJobQueue {
+    pub fn new(db: Arc<Database>, clock: Arc<dyn Clock>, max_receives: u32) -> Result<Self> {
+        let txn = db.begin_write().map_err(st)?;
+        txn.open_table(JOBS).map_err(st)?;
+        txn.open_table(DEAD_LETTERS).map_err(st)?;
+        txn.commit().map_err(st)?;
+        Ok(EmbeddedJobQueue {
+            db,
+            clock,
+            max_receives,
+        })
+    }
+}
+
+fn next_key(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64> {
+    Ok(t.last().map_err(st)?.map_or(1, |(k, _)| k.value() + 1))
+}
+
+#[async_trait]
+impl JobQueue for EmbeddedJobQueue {
+    async fn enqueue(&self, job: &Job) -> Result<()> {
+        let item = serde_json::to_vec(&QueuedJob {
+            job: job.clone(),
+            visible_at_ms: 0,
+            receive_count: 0,
+        })
+        .map_err(st)?;
+        blocking(&self.db, move |db| {
+            let txn = db.begin_write().map_err(st)?;
+            {
+                let mut t = txn.open_table(JOBS).map_err(st)?;
+                let key = next_key(&t)?;
+                t.insert(key, item.as_slice()).map_err(st)?;
+            }
+            txn.commit().map_err(st)
+        })
+        .await
+    }
+
+    async fn receive(&self, max: usize, visibility_secs: u64) -> Result<Vec<ReceivedJob>> {
+        let now = self.clock.now_millis();
+        let max_receives = self.max_receives;
+        blocking(&self.db, move |db| {
+            let txn = db.begin_write().map_err(st)?;
+            let mut out = Vec::new();
+            {
+                let mut jobs = txn.open_table(JOBS).map_err(st)?;
+                let mut dead = txn.open_table(DEAD_LETTERS).map_err(st)?;
+                let mut due = Vec::new();
+                for entry in jobs.iter().map_err(st)? {
+                    let (k, v) = entry.map_err(st)?;
+                    let q: QueuedJob = serde_json::from_slice(v.value()).map_err(st)?;
+                    if q.visible_at_ms <= now {
+                        due.push((k.value(), q));
+                    }
+                }
+                for (key, mut q) in due {
+                    if out.len() == max {
+                        break;
+                    }
+                    if q.receive_count >= max_receives {
+                        jobs.remove(key).map_err(st)?;
+                        let dkey = next_key(&dead)?;
+                        let bytes = serde_json::to_vec(&q.job).map_err(st)?;
+                        dead.insert(dkey, bytes.as_slice()).map_err(st)?;
+                        continue;
+                    }
+                    q.receive_count += 1;
+                    q.visible_at_ms = now + visibility_secs * 1000;
+                    let bytes = serde_json::to_vec(&q).map_err(st)?;
+                    jobs.insert(key, bytes.as_slice()).map_err(st)?;
+                    out.push(ReceivedJob {
+                        job: q.job,
+                        receipt: format!("{key}:{}", q.receive_count),
+                        receive_count: q.receive_count,
+                    });
+                }
+            }
+            txn.commit().map_err(st)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn ack(&self, receipt: &str) -> Result<()> {
+        let (key, count) = receipt
+            .split_once(':')
+            .and_then(|(k, c)| Some((k.parse::<u64>().ok()?, c.parse::<u32>().ok()?)))
+            .ok_or_else(|| RegistryError::Storage(format!("invalid receipt {receipt:?}")))?;
+        blocking(&self.db, move |db| {
+            let txn = db.begin_write().map_err(st)?;
+            {
+                let mut jobs = txn.open_table(JOBS).map_err(st)?;
+                let current = match jobs.get(key).map_err(st)? {
+                    Some(v) => Some(
+                        serde_json::from_slice::<QueuedJob>(v.value())
+                            .map_err(st)?
+                            .receive_count,
+                    ),
+                    None => None,
+                };
+                // A stale receipt (the job was received again since) does not delete it.
+                if current == Some(count) {
+                    jobs.remove(key).map_err(st)?;
+                }
+            }
+            txn.commit().map_err(st)
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<Job>> {
+        blocking(&self.db, move |db| {
+            let txn = db.begin_read().map_err(st)?;
+            let t = txn.open_table(DEAD_LETTERS).map_err(st)?;
+            let mut out = Vec::new();
+            for entry in t.iter().map_err(st)?.take(max) {
+                let (_, v) = entry.map_err(st)?;
+                out.push(serde_json::from_slice(v.value()).map_err(st)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
