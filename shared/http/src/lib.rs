@@ -1,1 +1,53 @@
-//! x
+//! The registry's HTTP API: the axum Router serving the OCI Distribution API v1.1.
+//!
+//! Routes decode a request, call one use-case of [`registry_core::Registry`] and encode
+//! its answer; [`errors`] is the one table from core errors to OCI error codes.
+
+pub mod distribution;
+pub mod errors;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::HeaderValue;
+use axum::response::Response;
+use axum::routing::{any, get};
+use registry_core::Registry;
+
+/// State shared by every route.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+}
+
+/// The header every `/v2` response carries.
+pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
+
+async fn add_api_version(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+    res
+}
+
+/// The whole application: `/v2/…` and nothing else yet.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", get(distribution::api_root))
+        .route("/v2/", get(distribution::api_root))
+        .route("/v2/_catalog", get(distribution::catalog))
+        .route("/v2/{*rest}", any(distribution::dispatch))
+        .layer(axum::middleware::map_response(add_api_version))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the app on `listener` until `shutdown` completes, finishing requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,80 @@
+//! The one table from core errors to HTTP status and OCI error code, and the JSON error body.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use registry_core::RegistryError;
+use serde_json::json;
+
+/// Status and OCI error code of each core error.
+pub fn status_and_code(err: &RegistryError) -> (StatusCode, &'static str) {
+    use RegistryError as E;
+    match err {
+        E::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+        E::BlobUploadInvalid(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+        E::BlobUploadUnknown => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
+        E::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+        E::ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+        E::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+        E::ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
+        E::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+        E::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+        E::NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+        E::SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
+        E::TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+        E::RangeInvalid(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN"),
+        E::UploadOutOfOrder { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
+        E::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
+        E::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+        E::PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
+        E::Conflict(_) => (StatusCode::CONFLICT, "BLOB_UPLOAD_INVALID"),
+        E::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+    }
+}
+
+/// A core error as an HTTP response with the OCI error body.
+pub struct ApiError(pub RegistryError);
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = status_and_code(&self.0);
+        let message = match &self.0 {
+            // Storage details stay in the log, not in the answer.
+            RegistryError::Storage(detail) => {
+                tracing::error!(%detail, "storage failure");
+                "internal storage error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = json!({"errors": [{"code": code, "message": message, "detail": null}]});
+        let mut res = (status, Json(body)).into_response();
+        if let RegistryError::UploadOutOfOrder { offset } = &self.0 {
+            let range = format!("0-{}", offset.saturating_sub(1));
+            if let Ok(v) = HeaderValue::from_str(&range) {
+                res.headers_mut().insert("range", v);
+            }
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_codes_and_statuses() {
+        let (s, c) = status_and_code(&RegistryError::DigestInvalid("x".into()));
+        assert_eq!((s.as_u16(), c), (400, "DIGEST_INVALID"));
+        let (s, c) = status_and_code(&RegistryError::ManifestTooLarge { limit: 1 });
+        assert_eq!((s.as_u16(), c), (413, "MANIFEST_INVALID"));
+        let (s, _) = status_and_code(&RegistryError::UploadOutOfOrder { offset: 3 });
+        assert_eq!(s.as_u16(), 416);
+    }
+}
