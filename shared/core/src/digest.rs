@@ -26,6 +26,17 @@ impl DigestAlgorithm {
         }
     }
 
+    /// Parses an algorithm name (`sha256`, `sha512`).
+    pub fn parse(name: &str) -> Result<Self, RegistryError> {
+        match name {
+            "sha256" => Ok(DigestAlgorithm::Sha256),
+            "sha512" => Ok(DigestAlgorithm::Sha512),
+            _ => Err(RegistryError::DigestInvalid(format!(
+                "unsupported digest algorithm {name:?}"
+            ))),
+        }
+    }
+
     fn hex_len(self) -> usize {
         match self {
             DigestAlgorithm::Sha256 => 64,
@@ -72,15 +83,7 @@ impl FromStr for Digest {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let invalid = || RegistryError::DigestInvalid(format!("invalid digest {s:?}"));
         let (alg, hex) = s.split_once(':').ok_or_else(invalid)?;
-        let algorithm = match alg {
-            "sha256" => DigestAlgorithm::Sha256,
-            "sha512" => DigestAlgorithm::Sha512,
-            _ => {
-                return Err(RegistryError::DigestInvalid(format!(
-                    "unsupported digest algorithm {alg:?}"
-                )));
-            }
-        };
+        let algorithm = DigestAlgorithm::parse(alg)?;
         let well_formed = hex.len() == algorithm.hex_len()
             && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !well_formed {

@@ -70,6 +70,8 @@ pub enum UploadStart {
 pub struct StartUpload {
     /// `?digest=`: the body is the whole blob.
     pub digest: Option<Digest>,
+    /// `?digest-algorithm=`: the hash the client will name at the end.
+    pub algorithm: Option<DigestAlgorithm>,
     /// `?mount=`.
     pub mount: Option<Digest>,
     /// `?from=`, already parsed; `None` asks for an automatic mount.
@@ -179,6 +181,7 @@ impl Registry {
             .digest
             .as_ref()
             .map(Digest::algorithm)
+            .or(req.algorithm)
             .unwrap_or(DigestAlgorithm::Sha256);
         let now = self.clock.now_millis();
         let id = new_upload_id();

@@ -15,7 +15,7 @@ use registry_core::manifest::{MAX_MANIFEST_SIZE, OCI_INDEX};
 use registry_core::ports::{BlobContent, ByteStream, Page};
 use registry_core::registry::{Chunk, RangeRequest, StartUpload, UploadStart};
 use registry_core::upload::UploadSession;
-use registry_core::{Digest, Reference, RegistryError, RepoName};
+use registry_core::{Digest, DigestAlgorithm, Reference, RegistryError, RepoName};
 use serde_json::json;
 
 use crate::AppState;
@@ -336,7 +336,12 @@ pub async fn dispatch(
             let mount = query.get("mount").and_then(|d| d.parse().ok());
             // An unusable `from` falls back to a plain upload, as the spec asks.
             let from = query.get("from").and_then(|f| f.parse().ok());
+            let algorithm = query
+                .get("digest-algorithm")
+                .map(|a| DigestAlgorithm::parse(a))
+                .transpose()?;
             let req = StartUpload {
+                algorithm,
                 body: digest_param.as_ref().map(|_| body_stream(body)),
                 digest: digest_param,
                 mount,
