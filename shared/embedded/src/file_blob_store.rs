@@ -59,10 +59,11 @@ fn file_stream(file: File, length: u64) -> ByteStream {
 }
 
 async fn sync_dir(path: &Path) {
-    if let Some(parent) = path.parent() {
-        if let Ok(dir) = File::open(parent).await {
-            let _ = dir.sync_all().await;
-        }
+    let Some(parent) = path.parent() else {
+        return;
+    };
+    if let Ok(dir) = File::open(parent).await {
+        let _ = dir.sync_all().await;
     }
 }
 
@@ -87,7 +88,9 @@ impl BlobStore for FileBlobStore {
         let size = file.metadata().await.map_err(st)?.len();
         let (start, length) = match range {
             Some(r) if r.end >= size => {
-                return Err(RegistryError::RangeInvalid(format!("blob has {size} bytes")));
+                return Err(RegistryError::RangeInvalid(format!(
+                    "blob has {size} bytes"
+                )));
             }
             Some(r) => (r.start, r.len()),
             None => (0, size),
@@ -100,7 +103,9 @@ impl BlobStore for FileBlobStore {
     }
 
     async fn begin_upload(&self, upload_id: &str) -> Result<String> {
-        File::create(self.upload_path(upload_id)?).await.map_err(st)?;
+        File::create(self.upload_path(upload_id)?)
+            .await
+            .map_err(st)?;
         Ok(String::new())
     }
 
@@ -115,7 +120,9 @@ impl BlobStore for FileBlobStore {
         };
         // Drop whatever a failed earlier write left past the accepted offset.
         file.set_len(cursor.offset).await.map_err(st)?;
-        file.seek(SeekFrom::Start(cursor.offset)).await.map_err(st)?;
+        file.seek(SeekFrom::Start(cursor.offset))
+            .await
+            .map_err(st)?;
         while let Some(chunk) = body.next().await {
             file.write_all(&chunk?).await.map_err(st)?;
         }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use registry_core::ports::{Clock, Job, JobQueue, ReceivedJob};
 use registry_core::{RegistryError, Result};
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,10 @@ use crate::db::blocking;
 
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// The last job id handed out, so ids (and the receipts built from them) are never reused
+/// even after the newest job is acknowledged.
+const JOB_SEQUENCE: TableDefinition<&str, u64> = TableDefinition::new("job_sequence");
+const LAST_JOB_ID: &str = "last_job_id";
 
 #[derive(Serialize, Deserialize)]
 struct QueuedJob {
@@ -39,6 +43,7 @@ impl EmbeddedJobQueue {
         let txn = db.begin_write().map_err(st)?;
         txn.open_table(JOBS).map_err(st)?;
         txn.open_table(DEAD_LETTERS).map_err(st)?;
+        txn.open_table(JOB_SEQUENCE).map_err(st)?;
         txn.commit().map_err(st)?;
         Ok(EmbeddedJobQueue {
             db,
@@ -50,6 +55,21 @@ impl EmbeddedJobQueue {
 
 fn next_key(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64> {
     Ok(t.last().map_err(st)?.map_or(1, |(k, _)| k.value() + 1))
+}
+
+/// A new job id: above every id ever handed out (the sequence) and every id still queued
+/// (databases written before the sequence existed).
+fn next_job_id(
+    jobs: &impl ReadableTable<u64, &'static [u8]>,
+    sequence: &mut Table<'_, &'static str, u64>,
+) -> Result<u64> {
+    let last = sequence
+        .get(LAST_JOB_ID)
+        .map_err(st)?
+        .map_or(0, |v| v.value());
+    let id = next_key(jobs)?.max(last + 1);
+    sequence.insert(LAST_JOB_ID, id).map_err(st)?;
+    Ok(id)
 }
 
 #[async_trait]
@@ -65,7 +85,8 @@ impl JobQueue for EmbeddedJobQueue {
             let txn = db.begin_write().map_err(st)?;
             {
                 let mut t = txn.open_table(JOBS).map_err(st)?;
-                let key = next_key(&t)?;
+                let mut sequence = txn.open_table(JOB_SEQUENCE).map_err(st)?;
+                let key = next_job_id(&t, &mut sequence)?;
                 t.insert(key, item.as_slice()).map_err(st)?;
             }
             txn.commit().map_err(st)

@@ -10,8 +10,8 @@ use registry_core::manifest::ReferrerDescriptor;
 use registry_core::ports::{ManifestRecord, MetadataStore, Page, PageRequest};
 use registry_core::upload::UploadSession;
 use registry_core::{Digest, RegistryError, RepoName, Result, Tag};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::db::blocking;
 
@@ -105,7 +105,8 @@ fn page_of(items: Vec<(String, Vec<u8>)>, prefix: &str, limit: usize) -> Page {
 
 fn ensure_repo(t: &mut Items<'_>, repo: &RepoName) -> Result<()> {
     let pk = keys::repo_pk(repo);
-    t.insert((pk.as_str(), keys::REPO_MARKER), EMPTY).map_err(st)?;
+    t.insert((pk.as_str(), keys::REPO_MARKER), EMPTY)
+        .map_err(st)?;
     let sk = keys::catalog_sk(repo);
     t.insert((keys::CATALOG, sk.as_str()), EMPTY).map_err(st)?;
     Ok(())
@@ -159,8 +160,11 @@ impl MetadataStore for EmbeddedMetadataStore {
         self.write(move |t| {
             ensure_repo(t, &repo)?;
             let (pk, sk) = (keys::repo_pk(&repo), keys::blob_sk(&digest));
-            t.insert((pk.as_str(), sk.as_str()), encode(&BlobLinkItem { size })?.as_slice())
-                .map_err(st)?;
+            t.insert(
+                (pk.as_str(), sk.as_str()),
+                encode(&BlobLinkItem { size })?.as_slice(),
+            )
+            .map_err(st)?;
             let (bpk, bsk) = (keys::blob_pk(&digest), keys::catalog_sk(&repo));
             t.insert((bpk.as_str(), bsk.as_str()), EMPTY).map_err(st)?;
             Ok(())
@@ -306,8 +310,12 @@ impl MetadataStore for EmbeddedMetadataStore {
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
         let pk = keys::repo_pk(repo);
-        self.read(move |t| Ok(t.get((pk.as_str(), keys::REPO_MARKER)).map_err(st)?.is_some()))
-            .await
+        self.read(move |t| {
+            Ok(t.get((pk.as_str(), keys::REPO_MARKER))
+                .map_err(st)?
+                .is_some())
+        })
+        .await
     }
 
     async fn list_repositories(&self, page: &PageRequest) -> Result<Page> {

@@ -210,7 +210,13 @@ pub async fn range_reads(store: Arc<dyn BlobStore>) {
     let store = &*store;
     let data = pattern(10_000, 4);
     let digest = push(store, &data).await;
-    for (start, end) in [(0, 0), (0, 9_999), (1_234, 5_677), (9_999, 9_999), (1, 9_998)] {
+    for (start, end) in [
+        (0, 0),
+        (0, 9_999),
+        (1_234, 5_677),
+        (9_999, 9_999),
+        (1, 9_998),
+    ] {
         assert_eq!(
             read_range(store, &digest, start, end).await,
             &data[start as usize..=end as usize],
@@ -220,7 +226,9 @@ pub async fn range_reads(store: Arc<dyn BlobStore>) {
     for (start, end) in [(9_990, 10_000), (10_000, 10_000), (0, 20_000)] {
         match store.read(&digest, Some(ByteRange { start, end })).await {
             Err(RegistryError::RangeInvalid(_)) => {}
-            Err(e) => panic!("range {start}-{end} of 10000 bytes: expected RangeInvalid, got {e:?}"),
+            Err(e) => {
+                panic!("range {start}-{end} of 10000 bytes: expected RangeInvalid, got {e:?}")
+            }
             Ok(_) => panic!("range {start}-{end} of 10000 bytes: expected RangeInvalid, got bytes"),
         }
     }
@@ -300,7 +308,10 @@ pub async fn failed_write_can_be_resent(store: Arc<dyn BlobStore>) {
 
     let start = begin(store).await;
     let failed = store
-        .write_upload(&start, failing_stream(vec![Bytes::from(pattern(4_096, 12))]))
+        .write_upload(
+            &start,
+            failing_stream(vec![Bytes::from(pattern(4_096, 12))]),
+        )
         .await;
     assert!(failed.is_err(), "a write whose body fails must fail");
     let cursor = write_bytes(store, &start, &first).await;
@@ -308,7 +319,10 @@ pub async fn failed_write_can_be_resent(store: Arc<dyn BlobStore>) {
     let failed = store
         .write_upload(
             &cursor,
-            failing_stream(vec![Bytes::from(second[..1_500].to_vec()), Bytes::from(pattern(9_000, 13))]),
+            failing_stream(vec![
+                Bytes::from(second[..1_500].to_vec()),
+                Bytes::from(pattern(9_000, 13)),
+            ]),
         )
         .await;
     assert!(failed.is_err(), "a write whose body fails must fail");
@@ -335,7 +349,11 @@ pub async fn read_upload_returns_offset_bytes(store: Arc<dyn BlobStore>) {
     // Bytes written after the accepted offset but never recorded by the core.
     let _ = write_bytes(store, &cursor, &pattern(5_000, 15)).await;
     let read = read_upload_bytes(store, &cursor).await;
-    assert_eq!(read.len(), 10_000, "read_upload must return exactly `offset` bytes");
+    assert_eq!(
+        read.len(),
+        10_000,
+        "read_upload must return exactly `offset` bytes"
+    );
     assert_eq!(read, data);
 }
 
@@ -348,7 +366,10 @@ pub async fn abort_removes_upload(store: Arc<dyn BlobStore>) {
     let cursor = write_bytes(store, &begin(store).await, &data).await;
 
     store.abort_upload(&cursor).await.unwrap();
-    assert!(upload_is_gone(store, &cursor).await, "abort must discard the upload");
+    assert!(
+        upload_is_gone(store, &cursor).await,
+        "abort must discard the upload"
+    );
     store
         .abort_upload(&cursor)
         .await
@@ -382,7 +403,9 @@ pub async fn unknown_blob(store: Arc<dyn BlobStore>) {
     assert_eq!(store.stat(&digest).await.unwrap(), None);
     assert_blob_unknown(store.read(&digest, None).await, "read of an unknown blob");
     assert_blob_unknown(
-        store.read(&digest, Some(ByteRange { start: 0, end: 0 })).await,
+        store
+            .read(&digest, Some(ByteRange { start: 0, end: 0 }))
+            .await,
         "range read of an unknown blob",
     );
     store

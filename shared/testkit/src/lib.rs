@@ -1,1 +1,136 @@
-//! x
+//! Contract suites that every adapter of the registry's ports must pass, and the test
+//! doubles they need ([`clock::ManualClock`]).
+//!
+//! Each port has a module of checks, one `pub async fn` per documented behaviour, each
+//! taking a fresh adapter as `Arc<dyn Port>`, and a macro that expands to one
+//! `#[tokio::test]` per check so failures are reported per check. Invoke each macro in
+//! its own module of an integration test (the crate needs `tokio` as a dev-dependency):
+//!
+//! ```ignore
+//! mod blob_store {
+//!     registry_testkit::blob_store_contract_tests!(super::new_blob_store);
+//! }
+//! ```
+//!
+//! The factory is called once per test and returns a future of `(adapter, guard)`: the
+//! adapter must be empty, and the guard (a temp dir, a bucket cleaner, `()`) is kept
+//! alive until the check ends. The job queue factory takes the [`clock::ManualClock`]
+//! the queue must read and builds the queue with
+//! [`job_queue_contract::MAX_RECEIVES`].
+
+pub mod blob_store_contract;
+pub mod clock;
+pub mod job_queue_contract;
+pub mod metadata_store_contract;
+pub mod support;
+
+pub use clock::ManualClock;
+
+/// Expands to one test per check of `$module`, each built by `$factory`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_tests {
+    ($module:ident, $factory:expr, [$($check:ident),+ $(,)?]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let (port, _guard) = ($factory)().await;
+                $crate::$module::$check(port).await;
+            }
+        )+
+    };
+}
+
+/// One `#[tokio::test]` per [`BlobStore`](registry_core::ports::BlobStore) check;
+/// `$factory` is `FnMut() -> impl Future<Output = (Arc<dyn BlobStore>, impl Any)>`.
+#[macro_export]
+macro_rules! blob_store_contract_tests {
+    ($factory:expr $(,)?) => {
+        $crate::__contract_tests!(
+            blob_store_contract,
+            $factory,
+            [
+                upload_round_trip,
+                chunked_upload,
+                empty_blob,
+                sha512_digests,
+                range_reads,
+                commit_is_idempotent,
+                rewrite_discards_stale_bytes,
+                failed_write_can_be_resent,
+                read_upload_returns_offset_bytes,
+                abort_removes_upload,
+                unknown_blob,
+                delete_removes_blob,
+                concurrent_uploads_are_independent,
+                large_streamed_upload,
+            ]
+        );
+    };
+}
+
+/// One `#[tokio::test]` per [`MetadataStore`](registry_core::ports::MetadataStore) check;
+/// `$factory` is `FnMut() -> impl Future<Output = (Arc<dyn MetadataStore>, impl Any)>`.
+#[macro_export]
+macro_rules! metadata_store_contract_tests {
+    ($factory:expr $(,)?) => {
+        $crate::__contract_tests!(
+            metadata_store_contract,
+            $factory,
+            [
+                blob_links,
+                repositories_linking,
+                manifest_round_trip,
+                retag_moves_tag,
+                delete_manifest_removes_its_tags_and_referrer,
+                delete_tag_keeps_manifest,
+                list_tags_order_and_pagination,
+                list_referrers_by_subject,
+                repositories_and_catalog,
+                upload_session_lifecycle,
+                expired_uploads,
+                concurrent_tag_moves,
+                concurrent_delete_and_retag,
+                concurrent_upload_updates,
+            ]
+        );
+    };
+}
+
+/// One `#[tokio::test]` per [`JobQueue`](registry_core::ports::JobQueue) check;
+/// `$factory` is `FnMut(ManualClock) -> impl Future<Output = (Arc<dyn JobQueue>, impl Any)>`
+/// and must build the queue with `max_receives` = [`job_queue_contract::MAX_RECEIVES`],
+/// reading the clock it is given.
+#[macro_export]
+macro_rules! job_queue_contract_tests {
+    ($factory:expr $(,)?) => {
+        $crate::__job_queue_contract_tests!(
+            $factory,
+            [
+                enqueue_receive_ack,
+                invisible_until_visibility_timeout,
+                dead_letter_after_max_receives,
+                stale_receipt_does_not_ack,
+                receipts_are_not_reused,
+                receive_respects_max,
+                concurrent_receivers_do_not_share_a_job,
+            ]
+        );
+    };
+}
+
+/// Expands to one test per job queue check, each with a fresh [`ManualClock`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __job_queue_contract_tests {
+    ($factory:expr, [$($check:ident),+ $(,)?]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let clock = $crate::clock::ManualClock::new();
+                let (queue, _guard) = ($factory)(clock.clone()).await;
+                $crate::job_queue_contract::$check(queue, clock).await;
+            }
+        )+
+    };
+}
