@@ -85,7 +85,9 @@ impl FromStr for Digest {
         let (alg, hex) = s.split_once(':').ok_or_else(invalid)?;
         let algorithm = DigestAlgorithm::parse(alg)?;
         let well_formed = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !well_formed {
             return Err(invalid());
         }

@@ -117,7 +117,9 @@ pub fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<ParsedM
     match media_type.as_str() {
         OCI_MANIFEST | DOCKER_MANIFEST => parse_image(media_type, body),
         OCI_INDEX | DOCKER_MANIFEST_LIST => parse_index(media_type, body),
-        other => Err(invalid(format!("unsupported manifest media type {other:?}"))),
+        other => Err(invalid(format!(
+            "unsupported manifest media type {other:?}"
+        ))),
     }
 }
 
@@ -126,7 +128,7 @@ fn parse_image(media_type: String, body: &[u8]) -> Result<ParsedManifest> {
         .map_err(|e| invalid(format!("invalid image manifest: {e}")))?;
     let mut blobs = vec![parse_digest(m.config().digest().as_ref())?];
     for layer in m.layers() {
-        let foreign = is_foreign_layer(&layer.media_type().to_string())
+        let foreign = is_foreign_layer(layer.media_type().as_ref())
             && layer.urls().as_ref().is_some_and(|u| !u.is_empty());
         if !foreign {
             blobs.push(parse_digest(layer.digest().as_ref())?);
@@ -261,7 +263,10 @@ mod tests {
     #[test]
     fn accept_negotiation() {
         assert!(accepts(&[], OCI_MANIFEST));
-        assert!(accepts(&[format!("{DOCKER_MANIFEST}, {OCI_MANIFEST};q=0.5")], OCI_MANIFEST));
+        assert!(accepts(
+            &[format!("{DOCKER_MANIFEST}, {OCI_MANIFEST};q=0.5")],
+            OCI_MANIFEST
+        ));
         assert!(!accepts(&[DOCKER_MANIFEST.to_owned()], OCI_MANIFEST));
         assert!(accepts(&["*/*".to_owned()], OCI_INDEX));
         assert!(accepts(&["application/*".to_owned()], OCI_INDEX));

@@ -9,8 +9,8 @@ use rand::RngCore;
 
 use crate::digest::{Digest, DigestAlgorithm, DigestHasher};
 use crate::error::{RegistryError, Result};
-use crate::manifest::{self, ManifestKind, ReferrerDescriptor};
-use crate::names::{Reference, RepoName};
+use crate::manifest::{self, ReferrerDescriptor};
+use crate::names::{Reference, RepoName, Tag};
 use crate::ports::{
     BlobContent, BlobStore, ByteRange, ByteStream, Clock, ManifestRecord, MetadataStore, Page,
     PageRequest,
@@ -91,7 +91,12 @@ pub struct Chunk {
 pub struct PushedManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
+    /// The tags now pointing at the manifest.
+    pub tags: Vec<Tag>,
 }
+
+/// Most `?tag=` parameters one manifest push may carry.
+pub const MAX_TAGS_PER_PUSH: usize = 100;
 
 /// The use-cases over the ports.
 pub struct Registry {
@@ -172,10 +177,10 @@ impl Registry {
     // ---- uploads ----
 
     pub async fn start_upload(&self, repo: &RepoName, req: StartUpload) -> Result<UploadStart> {
-        if let Some(mounted) = &req.mount {
-            if self.try_mount(repo, mounted, req.from.as_ref()).await? {
-                return Ok(UploadStart::Created(mounted.clone()));
-            }
+        if let Some(mounted) = &req.mount
+            && self.try_mount(repo, mounted, req.from.as_ref()).await?
+        {
+            return Ok(UploadStart::Created(mounted.clone()));
         }
         let algorithm = req
             .digest
@@ -203,7 +208,9 @@ impl Registry {
                     content_length: None,
                     body,
                 };
-                let digest = self.finish_upload(repo, &session.id, &digest, Some(chunk)).await?;
+                let digest = self
+                    .finish_upload(repo, &session.id, &digest, Some(chunk))
+                    .await?;
                 Ok(UploadStart::Created(digest))
             }
             (None, _) => Ok(UploadStart::Session(session)),
@@ -274,19 +281,16 @@ impl Registry {
             }
             None => chunk.content_length,
         };
-        if let (Some(limit), Some(len)) = (self.config.max_request_body, expected_len) {
-            if len > limit {
-                return Err(RegistryError::PayloadTooLarge(format!(
-                    "chunk of {len} bytes is over the limit of {limit} bytes per request; \
-                     send smaller chunks (PATCH with Content-Range) or use the upload endpoint"
-                )));
-            }
+        if let (Some(limit), Some(len)) = (self.config.max_request_body, expected_len)
+            && len > limit
+        {
+            return Err(RegistryError::PayloadTooLarge(format!(
+                "chunk of {len} bytes is over the limit of {limit} bytes per request; \
+                 send smaller chunks (PATCH with Content-Range) or use the upload endpoint"
+            )));
         }
-        let (body, tally) = hashing_stream(
-            chunk.body,
-            session.hasher()?,
-            self.config.max_request_body,
-        );
+        let (body, tally) =
+            hashing_stream(chunk.body, session.hasher()?, self.config.max_request_body);
         let store_state = self.blobs.write_upload(&session.cursor(), body).await?;
         let tally = into_tally(tally);
         if expected_len.is_some_and(|l| l != tally.length) {
@@ -380,14 +384,22 @@ impl Registry {
 
     // ---- manifests ----
 
-    /// PUT of a manifest: verify digest and references, then store (and tag) atomically.
+    /// PUT of a manifest: verify digest and references, then store it and point its tags
+    /// at it atomically. The tags are the reference when it is a tag, plus `extra_tags`
+    /// (the `?tag=` parameters of a push by digest).
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
+        extra_tags: &[Tag],
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<PushedManifest> {
+        if extra_tags.len() > MAX_TAGS_PER_PUSH {
+            return Err(RegistryError::TagInvalid(format!(
+                "at most {MAX_TAGS_PER_PUSH} tags per manifest push"
+            )));
+        }
         if body.len() > manifest::MAX_MANIFEST_SIZE {
             return Err(RegistryError::ManifestTooLarge {
                 limit: manifest::MAX_MANIFEST_SIZE,
@@ -426,15 +438,17 @@ impl Registry {
             artifact_type: parsed.artifact_type,
             annotations: parsed.annotations,
         };
-        let tag = match reference {
-            Reference::Tag(t) => Some(t),
-            Reference::Digest(_) => None,
-        };
-        self.meta.put_manifest(repo, &record, tag).await?;
-        debug_assert!(matches!(parsed.kind, ManifestKind::Image | ManifestKind::Index));
+        let mut tags = extra_tags.to_vec();
+        if let Reference::Tag(t) = reference {
+            tags.insert(0, t.clone());
+        }
+        tags.sort();
+        tags.dedup();
+        self.meta.put_manifest(repo, &record, &tags).await?;
         Ok(PushedManifest {
             digest,
             subject: parsed.subject,
+            tags,
         })
     }
 

@@ -95,13 +95,13 @@ pub fn hashing_stream(
         let chunk = chunk?;
         let mut t = seen.lock().expect("tally lock");
         t.length += chunk.len() as u64;
-        if let Some(limit) = limit {
-            if t.length > limit {
-                return Err(RegistryError::PayloadTooLarge(format!(
-                    "request body over {limit} bytes; send the blob in smaller chunks \
-                     (PATCH with Content-Range) or use the upload endpoint"
-                )));
-            }
+        if let Some(limit) = limit
+            && t.length > limit
+        {
+            return Err(RegistryError::PayloadTooLarge(format!(
+                "request body over {limit} bytes; send the blob in smaller chunks \
+                 (PATCH with Content-Range) or use the upload endpoint"
+            )));
         }
         t.hasher.update(&chunk);
         Ok(chunk)
@@ -131,7 +131,10 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_and_counts_what_passes() {
-        let parts = vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))];
+        let parts = vec![
+            Ok(Bytes::from_static(b"hello ")),
+            Ok(Bytes::from_static(b"world")),
+        ];
         let body: ByteStream = Box::pin(futures_util::stream::iter(parts));
         let (s, cell) = hashing_stream(body, DigestHasher::new(DigestAlgorithm::Sha256), None);
         let collected: Vec<_> = s.collect().await;
@@ -146,7 +149,10 @@ mod tests {
 
     #[tokio::test]
     async fn stops_past_the_limit() {
-        let parts = vec![Ok(Bytes::from(vec![0u8; 10])), Ok(Bytes::from(vec![0u8; 10]))];
+        let parts = vec![
+            Ok(Bytes::from(vec![0u8; 10])),
+            Ok(Bytes::from(vec![0u8; 10])),
+        ];
         let body: ByteStream = Box::pin(futures_util::stream::iter(parts));
         let (s, _) = hashing_stream(body, DigestHasher::new(DigestAlgorithm::Sha256), Some(15));
         let collected: Vec<_> = s.collect().await;

@@ -204,17 +204,17 @@ impl MetadataStore for EmbeddedMetadataStore {
         &self,
         repo: &RepoName,
         record: &ManifestRecord,
-        tag: Option<&Tag>,
+        tags: &[Tag],
     ) -> Result<()> {
-        let (repo, record, tag) = (repo.clone(), record.clone(), tag.cloned());
+        let (repo, record, tags) = (repo.clone(), record.clone(), tags.to_vec());
         self.write(move |t| {
             ensure_repo(t, &repo)?;
             let pk = keys::repo_pk(&repo);
             let sk = keys::manifest_sk(&record.digest);
             t.insert((pk.as_str(), sk.as_str()), encode(&record)?.as_slice())
                 .map_err(st)?;
-            if let Some(tag) = tag {
-                let sk = keys::tag_sk(&tag);
+            for tag in &tags {
+                let sk = keys::tag_sk(tag);
                 let item = TagItem {
                     digest: record.digest.clone(),
                 };

@@ -15,7 +15,7 @@ use registry_core::manifest::{MAX_MANIFEST_SIZE, OCI_INDEX};
 use registry_core::ports::{BlobContent, ByteStream, Page};
 use registry_core::registry::{Chunk, RangeRequest, StartUpload, UploadStart};
 use registry_core::upload::UploadSession;
-use registry_core::{Digest, DigestAlgorithm, Reference, RegistryError, RepoName};
+use registry_core::{Digest, DigestAlgorithm, Reference, RegistryError, RepoName, Tag};
 use serde_json::json;
 
 use crate::AppState;
@@ -48,7 +48,10 @@ enum Route<'a> {
 }
 
 fn parse_route(rest: &str) -> Option<Route<'_>> {
-    let rest = rest.strip_suffix('/').filter(|r| r.ends_with("/blobs/uploads")).unwrap_or(rest);
+    let rest = rest
+        .strip_suffix('/')
+        .filter(|r| r.ends_with("/blobs/uploads"))
+        .unwrap_or(rest);
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Some(Route::Tags(name));
     }
@@ -77,7 +80,7 @@ fn digest(s: &str) -> Result<Digest, ApiError> {
     Ok(s.parse()?)
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: impl header::AsHeaderName) -> Option<&'h str> {
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -97,7 +100,10 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
     let Some(raw) = header_str(headers, header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let spec = raw.trim().trim_start_matches("bytes").trim_start_matches(['=', ' ']);
+    let spec = raw
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches(['=', ' ']);
     let spec = spec.split('/').next().unwrap_or("");
     let parsed = spec
         .split_once('-')
@@ -212,17 +218,21 @@ pub async fn catalog(
         .registry
         .catalog(n, query.get("last").cloned())
         .await?;
-    Ok(page_response(page, "/v2/_catalog", n, |repos| {
-        json!({ "repositories": repos })
-    }))
+    Ok(page_response(
+        page,
+        "/v2/_catalog",
+        n,
+        |repos| json!({ "repositories": repos }),
+    ))
 }
 
 /// Every `/v2/<name>/…` request.
 pub async fn dispatch(
     State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    Query(query_pairs): Query<Vec<(String, String)>>,
     request: Request,
 ) -> ApiResult {
+    let query: HashMap<String, String> = query_pairs.iter().cloned().collect();
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let rest = path.strip_prefix("/v2/").unwrap_or("");
@@ -260,6 +270,11 @@ pub async fn dispatch(
         (Route::Manifest(name, reference), Method::PUT) => {
             let repo = repo(name)?;
             let reference: Reference = reference.parse()?;
+            let extra_tags = query_pairs
+                .iter()
+                .filter(|(k, _)| k == "tag")
+                .map(|(_, v)| v.parse::<Tag>())
+                .collect::<Result<Vec<_>, _>>()?;
             let content_type = header_str(h, header::CONTENT_TYPE).map(str::to_owned);
             let bytes = axum::body::to_bytes(body, MAX_MANIFEST_SIZE)
                 .await
@@ -267,7 +282,13 @@ pub async fn dispatch(
                     limit: MAX_MANIFEST_SIZE,
                 })?;
             let pushed = reg
-                .put_manifest(&repo, &reference, content_type.as_deref(), bytes.to_vec())
+                .put_manifest(
+                    &repo,
+                    &reference,
+                    &extra_tags,
+                    content_type.as_deref(),
+                    bytes.to_vec(),
+                )
                 .await?;
             let mut res = empty(StatusCode::CREATED);
             set(
@@ -278,6 +299,10 @@ pub async fn dispatch(
             set(&mut res, DIGEST_HEADER, pushed.digest.to_string());
             if let Some(subject) = pushed.subject {
                 set(&mut res, "oci-subject", subject.to_string());
+            }
+            if !extra_tags.is_empty() {
+                let tags: Vec<&str> = pushed.tags.iter().map(Tag::as_str).collect();
+                set(&mut res, "oci-tag", tags.join(", "));
             }
             Ok(res)
         }
@@ -407,9 +432,12 @@ pub async fn dispatch(
             let n = page_limit(&query)?;
             let page = reg.list_tags(&repo, n, query.get("last").cloned()).await?;
             let path = format!("/v2/{repo}/tags/list");
-            Ok(page_response(page, &path, n, |tags| {
-                json!({ "name": repo.as_str(), "tags": tags })
-            }))
+            Ok(page_response(
+                page,
+                &path,
+                n,
+                |tags| json!({ "name": repo.as_str(), "tags": tags }),
+            ))
         }
         (Route::Referrers(name, d), Method::GET) => {
             let repo = repo(name)?;
@@ -449,8 +477,14 @@ mod tests {
             parse_route("x/blobs/blobs/sha256:1"),
             Some(Route::Blob("x/blobs", "sha256:1"))
         );
-        assert_eq!(parse_route("x/blobs/uploads/"), Some(Route::UploadStart("x")));
-        assert_eq!(parse_route("x/blobs/uploads"), Some(Route::UploadStart("x")));
+        assert_eq!(
+            parse_route("x/blobs/uploads/"),
+            Some(Route::UploadStart("x"))
+        );
+        assert_eq!(
+            parse_route("x/blobs/uploads"),
+            Some(Route::UploadStart("x"))
+        );
         assert_eq!(
             parse_route("x/y/blobs/uploads/abc"),
             Some(Route::Upload("x/y", "abc"))

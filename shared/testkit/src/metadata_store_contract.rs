@@ -114,7 +114,7 @@ where
 
 async fn put(store: &dyn MetadataStore, r: &RepoName, record: &ManifestRecord, t: Option<&str>) {
     store
-        .put_manifest(r, record, t.map(tag).as_ref())
+        .put_manifest(r, record, &t.map(tag).into_iter().collect::<Vec<_>>())
         .await
         .expect("put_manifest must succeed");
 }
@@ -720,7 +720,7 @@ pub async fn concurrent_tag_moves(store: Arc<dyn MetadataStore>) {
                 let (store, r) = (store.clone(), r.clone());
                 tokio::spawn(async move {
                     store
-                        .put_manifest(&r, &m, Some(&tag("latest")))
+                        .put_manifest(&r, &m, &[tag("latest")])
                         .await
                         .expect("racing put_manifest must succeed")
                 })
@@ -757,10 +757,8 @@ pub async fn concurrent_delete_and_retag(store: Arc<dyn MetadataStore>) {
         let old_digest = old.digest.clone();
         let new_record = new.clone();
         let delete = tokio::spawn(async move { s1.delete_manifest(&r1, &old_digest).await });
-        let retag = tokio::spawn(async move {
-            s2.put_manifest(&r2, &new_record, Some(&tag("latest")))
-                .await
-        });
+        let retag =
+            tokio::spawn(async move { s2.put_manifest(&r2, &new_record, &[tag("latest")]).await });
         assert!(delete.await.unwrap().unwrap(), "the old manifest existed");
         retag.await.unwrap().unwrap();
         assert_eq!(
@@ -774,7 +772,7 @@ pub async fn concurrent_delete_and_retag(store: Arc<dyn MetadataStore>) {
         let (digest, record) = (new.digest.clone(), new.clone());
         let delete = tokio::spawn(async move { s1.delete_manifest(&r1, &digest).await });
         let retag =
-            tokio::spawn(async move { s2.put_manifest(&r2, &record, Some(&tag("again"))).await });
+            tokio::spawn(async move { s2.put_manifest(&r2, &record, &[tag("again")]).await });
         delete.await.unwrap().unwrap();
         retag.await.unwrap().unwrap();
         assert_no_dangling_tags(&*store, &r).await;

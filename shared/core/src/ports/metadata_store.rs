@@ -1,7 +1,7 @@
 //! `MetadataStore`: manifests, tags, blob links, referrers, repositories and upload
 //! sessions, laid out by the single-table key schema of [`crate::keys`].
 //!
-//! Consistency: every method is atomic. `put_manifest` writes the manifest, its tag and
+//! Consistency: every method is atomic. `put_manifest` writes the manifest, its tags and
 //! its referrer entry in one transaction; `delete_manifest` removes the manifest, every
 //! tag that points at it and its referrer entry in one transaction; concurrent tag moves
 //! end with the tag on one of the pushed manifests, never a missing one. Reads after a
@@ -79,15 +79,18 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Up to `limit` repositories that link `digest` (for automatic cross-repo mounts).
     async fn repositories_linking(&self, digest: &Digest, limit: usize) -> Result<Vec<RepoName>>;
 
-    /// Stores a manifest, and points `tag` at it when given, in one transaction.
+    /// Stores a manifest and points every tag of `tags` at it, in one transaction.
     async fn put_manifest(
         &self,
         repo: &RepoName,
         record: &ManifestRecord,
-        tag: Option<&Tag>,
+        tags: &[Tag],
     ) -> Result<()>;
-    async fn get_manifest(&self, repo: &RepoName, digest: &Digest)
-    -> Result<Option<ManifestRecord>>;
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>>;
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>>;
     /// Removes a manifest, the tags that point at it and its referrer entry.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
