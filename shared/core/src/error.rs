@@ -29,11 +29,22 @@ pub enum RegistryError {
     TagInvalid(String),
     #[error("requested range not satisfiable: {0}")]
     RangeInvalid(String),
+    /// A `Range` request past the end of a blob of `size` bytes.
+    #[error("requested range not satisfiable: the blob has {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
     /// A chunk did not start where the upload stands; carries the current offset.
     #[error("chunk out of order: upload is at offset {offset}")]
     UploadOutOfOrder { offset: u64 },
     #[error("request body too large: {0}")]
     PayloadTooLarge(String),
+    /// A method the endpoint does not serve; `allow` lists the ones it does.
+    #[error("the operation is unsupported: {message}")]
+    MethodNotAllowed {
+        message: String,
+        allow: &'static str,
+    },
+    #[error("no such endpoint: {0}")]
+    NoSuchEndpoint(String),
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
     #[error("pagination parameter invalid: {0}")]

@@ -272,10 +272,10 @@ impl Registry {
                     });
                 }
                 let len = end - start + 1;
-                if chunk.content_length.is_some_and(|l| l != len) {
-                    return Err(RegistryError::UploadOutOfOrder {
-                        offset: session.offset,
-                    });
+                if let Some(l) = chunk.content_length.filter(|&l| l != len) {
+                    return Err(RegistryError::SizeInvalid(format!(
+                        "Content-Length {l} does not match Content-Range {start}-{end}"
+                    )));
                 }
                 Some(len)
             }
@@ -545,7 +545,7 @@ impl Registry {
 
 /// Checks a range request against the blob size (RFC 9110 semantics).
 pub fn resolve_range(range: RangeRequest, size: u64) -> Result<ByteRange> {
-    let unsatisfiable = || RegistryError::RangeInvalid(format!("blob has {size} bytes"));
+    let unsatisfiable = || RegistryError::RangeNotSatisfiable { size };
     match range {
         RangeRequest::From { start, end } => {
             if start >= size {

@@ -47,6 +47,19 @@ enum Route<'a> {
     Referrers(&'a str, &'a str),
 }
 
+impl Route<'_> {
+    /// The methods each endpoint serves (the `Allow` header of a 405).
+    fn allowed_methods(&self) -> &'static str {
+        match self {
+            Route::Tags(_) | Route::Referrers(..) => "GET, HEAD",
+            Route::Manifest(..) => "GET, HEAD, PUT, DELETE",
+            Route::Blob(..) => "GET, HEAD, DELETE",
+            Route::UploadStart(_) => "POST",
+            Route::Upload(..) => "GET, PATCH, PUT, DELETE",
+        }
+    }
+}
+
 fn parse_route(rest: &str) -> Option<Route<'_>> {
     let rest = rest
         .strip_suffix('/')
@@ -122,24 +135,24 @@ fn range_request(headers: &HeaderMap) -> Result<Option<RangeRequest>, ApiError> 
     let Some(spec) = raw.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
-    let invalid = || ApiError(RegistryError::RangeInvalid(format!("bad range {raw:?}")));
-    if spec.contains(',') {
-        return Err(invalid());
-    }
-    let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
+    // A malformed or multi-part range is ignored and the whole blob served (RFC 9110 14.2).
+    let Some((a, b)) = spec.split_once('-').filter(|_| !spec.contains(',')) else {
+        return Ok(None);
+    };
     let (a, b) = (a.trim(), b.trim());
-    Ok(Some(if a.is_empty() {
-        RangeRequest::Suffix(b.parse().map_err(|_| invalid())?)
+    let parsed = if a.is_empty() {
+        b.parse().ok().map(RangeRequest::Suffix)
     } else {
-        RangeRequest::From {
-            start: a.parse().map_err(|_| invalid())?,
-            end: if b.is_empty() {
-                None
-            } else {
-                Some(b.parse().map_err(|_| invalid())?)
-            },
+        match (a.parse().ok(), b) {
+            (Some(start), "") => Some(RangeRequest::From { start, end: None }),
+            (Some(start), b) => b.parse().ok().map(|end| RangeRequest::From {
+                start,
+                end: Some(end),
+            }),
+            (None, _) => None,
         }
-    }))
+    };
+    Ok(parsed)
 }
 
 fn set(res: &mut Response, name: &'static str, value: impl AsRef<str>) {
@@ -237,9 +250,7 @@ pub async fn dispatch(
     let path = parts.uri.path().to_owned();
     let rest = path.strip_prefix("/v2/").unwrap_or("");
     let Some(route) = parse_route(rest) else {
-        return Err(ApiError(RegistryError::NameInvalid(format!(
-            "no such endpoint: {path}"
-        ))));
+        return Err(ApiError(RegistryError::NoSuchEndpoint(path)));
     };
     let h = &parts.headers;
     let reg = &state.registry;
@@ -359,8 +370,13 @@ pub async fn dispatch(
             let repo = repo(name)?;
             let digest_param = query.get("digest").map(|d| digest(d)).transpose()?;
             let mount = query.get("mount").and_then(|d| d.parse().ok());
-            // An unusable `from` falls back to a plain upload, as the spec asks.
-            let from = query.get("from").and_then(|f| f.parse().ok());
+            // An unusable `from` falls back to a plain upload, as the spec asks;
+            // no `from` at all asks for an automatic mount.
+            let (mount, from) = match query.get("from").map(|f| f.parse::<RepoName>()) {
+                Some(Ok(from)) => (mount, Some(from)),
+                Some(Err(_)) => (None, None),
+                None => (mount, None),
+            };
             let algorithm = query
                 .get("digest-algorithm")
                 .map(|a| DigestAlgorithm::parse(a))
@@ -456,9 +472,10 @@ pub async fn dispatch(
             }
             Ok(res)
         }
-        (_, m) => Err(ApiError(RegistryError::Unsupported(format!(
-            "{m} is not allowed on {path}"
-        )))),
+        (route, m) => Err(ApiError(RegistryError::MethodNotAllowed {
+            message: format!("{m} is not allowed on {path}"),
+            allow: route.allowed_methods(),
+        })),
     }
 }
 

@@ -21,12 +21,17 @@ pub fn status_and_code(err: &RegistryError) -> (StatusCode, &'static str) {
         E::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
         E::NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
         E::SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
-        E::TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
-        E::RangeInvalid(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN"),
+        // The spec's code list has no tag code: a bad tag makes the manifest reference invalid.
+        E::TagInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+        E::RangeInvalid(_) | E::RangeNotSatisfiable { .. } => {
+            (StatusCode::RANGE_NOT_SATISFIABLE, "SIZE_INVALID")
+        }
         E::UploadOutOfOrder { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
         E::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
-        E::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
-        E::PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
+        E::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+        E::NoSuchEndpoint(_) => (StatusCode::NOT_FOUND, "UNSUPPORTED"),
+        E::Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+        E::PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         E::Conflict(_) => (StatusCode::CONFLICT, "BLOB_UPLOAD_INVALID"),
         E::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
     }
@@ -54,11 +59,20 @@ impl IntoResponse for ApiError {
         };
         let body = json!({"errors": [{"code": code, "message": message, "detail": null}]});
         let mut res = (status, Json(body)).into_response();
-        if let RegistryError::UploadOutOfOrder { offset } = &self.0 {
-            let range = format!("0-{}", offset.saturating_sub(1));
-            if let Ok(v) = HeaderValue::from_str(&range) {
-                res.headers_mut().insert("range", v);
+        let extra = match &self.0 {
+            RegistryError::UploadOutOfOrder { offset } => {
+                Some(("range", format!("0-{}", offset.saturating_sub(1))))
             }
+            RegistryError::RangeNotSatisfiable { size } => {
+                Some(("content-range", format!("bytes */{size}")))
+            }
+            RegistryError::MethodNotAllowed { allow, .. } => Some(("allow", (*allow).to_owned())),
+            _ => None,
+        };
+        if let Some((name, value)) = extra
+            && let Ok(v) = HeaderValue::from_str(&value)
+        {
+            res.headers_mut().insert(name, v);
         }
         res
     }
