@@ -211,8 +211,10 @@ def main():
     urls, queue_states = ensure_queues(c["sqs"])
     if STANDALONE:
         check_env_urls(urls)
-    log(f"endpoint {url}: bucket {BUCKET} {bucket}; table {TABLE} {table}; queues: {'; '.join(queue_states)}")
-    log(f"done in {time.monotonic() - started:.2f} s")
+    log(
+        f"{url}: bucket {BUCKET} {bucket}; table {TABLE} {table}; queues: {'; '.join(queue_states)}"
+        f" ({time.monotonic() - started:.2f} s)"
+    )
 
 
 if STANDALONE:

@@ -1,0 +1,1 @@
+raise RuntimeError("deliberate test failure")
