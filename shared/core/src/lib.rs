@@ -11,6 +11,7 @@ pub mod names;
 pub mod ports;
 pub mod registry;
 pub mod upload;
+pub mod upload_token;
 
 pub use digest::{Digest, DigestAlgorithm, DigestHasher};
 pub use error::{RegistryError, Result};

@@ -16,6 +16,7 @@ use crate::ports::{
     PageRequest,
 };
 use crate::upload::{UploadSession, hashing_stream, into_tally};
+use crate::upload_token;
 
 /// Tunables of the use-cases; the composition root fills them from flags or environment.
 #[derive(Debug, Clone)]
@@ -28,6 +29,13 @@ pub struct RegistryConfig {
     pub max_request_body: Option<u64>,
     /// Largest page of tags or repositories one request returns.
     pub max_page_size: usize,
+    /// Where upload `Location`s point (the upload endpoint's public base URL, no
+    /// trailing slash); `None` keeps them relative to this server.
+    pub upload_endpoint_url: Option<String>,
+    /// Key that signs upload-session tokens; when set, every upload `Location` carries one.
+    pub upload_token_secret: Option<Vec<u8>>,
+    /// Refuse upload requests without a valid token (the upload endpoint's mode).
+    pub require_upload_token: bool,
 }
 
 impl Default for RegistryConfig {
@@ -37,6 +45,9 @@ impl Default for RegistryConfig {
             chunk_min_length: 0,
             max_request_body: None,
             max_page_size: 10_000,
+            upload_endpoint_url: None,
+            upload_token_secret: None,
+            require_upload_token: false,
         }
     }
 }
@@ -208,9 +219,7 @@ impl Registry {
                     content_length: None,
                     body,
                 };
-                let digest = self
-                    .finish_upload(repo, &session.id, &digest, Some(chunk))
-                    .await?;
+                let digest = self.finish(repo, &session.id, &digest, Some(chunk)).await?;
                 Ok(UploadStart::Created(digest))
             }
             (None, _) => Ok(UploadStart::Session(session)),
@@ -236,8 +245,50 @@ impl Registry {
         Ok(false)
     }
 
-    /// The live session `upload_id` of `repo`; an expired one is purged and unknown.
-    pub async fn upload_status(&self, repo: &RepoName, upload_id: &str) -> Result<UploadSession> {
+    /// Where the client sends the upload's next request: relative to this server, or to
+    /// the upload endpoint, with a signed token when a secret is configured.
+    pub fn upload_location(&self, repo: &RepoName, session: &UploadSession) -> String {
+        let base = self.config.upload_endpoint_url.as_deref().unwrap_or("");
+        let path = format!("{base}/v2/{repo}/blobs/uploads/{}", session.id);
+        match &self.config.upload_token_secret {
+            Some(secret) => {
+                let token = upload_token::sign(secret, repo, &session.id, session.expires_at_ms);
+                format!("{path}?_state={token}")
+            }
+            None => path,
+        }
+    }
+
+    fn authorize_upload(
+        &self,
+        repo: &RepoName,
+        upload_id: &str,
+        token: Option<&str>,
+    ) -> Result<()> {
+        match (
+            &self.config.upload_token_secret,
+            self.config.require_upload_token,
+        ) {
+            (Some(secret), true) => {
+                upload_token::verify(secret, repo, upload_id, token, self.clock.now_millis())
+            }
+            (None, true) => Err(RegistryError::BlobUploadUnknown),
+            (_, false) => Ok(()),
+        }
+    }
+
+    /// GET of an upload: its live session (an expired one is purged and unknown).
+    pub async fn upload_status(
+        &self,
+        repo: &RepoName,
+        upload_id: &str,
+        token: Option<&str>,
+    ) -> Result<UploadSession> {
+        self.authorize_upload(repo, upload_id, token)?;
+        self.live_session(repo, upload_id).await
+    }
+
+    async fn live_session(&self, repo: &RepoName, upload_id: &str) -> Result<UploadSession> {
         let session = self
             .meta
             .get_upload(upload_id)
@@ -256,10 +307,12 @@ impl Registry {
         &self,
         repo: &RepoName,
         upload_id: &str,
+        token: Option<&str>,
         chunk: Chunk,
     ) -> Result<UploadSession> {
+        self.authorize_upload(repo, upload_id, token)?;
         let _guard = self.upload_lock(upload_id).lock().await;
-        let session = self.upload_status(repo, upload_id).await?;
+        let session = self.live_session(repo, upload_id).await?;
         self.append(session, chunk).await
     }
 
@@ -316,11 +369,23 @@ impl Registry {
         &self,
         repo: &RepoName,
         upload_id: &str,
+        token: Option<&str>,
+        digest: &Digest,
+        last_chunk: Option<Chunk>,
+    ) -> Result<Digest> {
+        self.authorize_upload(repo, upload_id, token)?;
+        self.finish(repo, upload_id, digest, last_chunk).await
+    }
+
+    async fn finish(
+        &self,
+        repo: &RepoName,
+        upload_id: &str,
         digest: &Digest,
         last_chunk: Option<Chunk>,
     ) -> Result<Digest> {
         let _guard = self.upload_lock(upload_id).lock().await;
-        let mut session = self.upload_status(repo, upload_id).await?;
+        let mut session = self.live_session(repo, upload_id).await?;
         if let Some(chunk) = last_chunk {
             session = match self.append(session.clone(), chunk).await {
                 Ok(s) => s,
@@ -358,9 +423,15 @@ impl Registry {
     }
 
     /// DELETE of an upload session.
-    pub async fn cancel_upload(&self, repo: &RepoName, upload_id: &str) -> Result<()> {
+    pub async fn cancel_upload(
+        &self,
+        repo: &RepoName,
+        upload_id: &str,
+        token: Option<&str>,
+    ) -> Result<()> {
+        self.authorize_upload(repo, upload_id, token)?;
         let _guard = self.upload_lock(upload_id).lock().await;
-        let session = self.upload_status(repo, upload_id).await?;
+        let session = self.live_session(repo, upload_id).await?;
         self.discard_upload(&session).await
     }
 
@@ -460,15 +531,11 @@ impl Registry {
         accept: &[String],
     ) -> Result<ManifestRecord> {
         let unknown = || RegistryError::ManifestUnknown(reference.to_string());
-        let digest = match reference {
-            Reference::Digest(d) => d.clone(),
-            Reference::Tag(t) => self.meta.resolve_tag(repo, t).await?.ok_or_else(unknown)?,
-        };
-        let record = self
-            .meta
-            .get_manifest(repo, &digest)
-            .await?
-            .ok_or_else(unknown)?;
+        let record = match reference {
+            Reference::Digest(d) => self.meta.get_manifest(repo, d).await?,
+            Reference::Tag(t) => self.meta.get_manifest_by_tag(repo, t).await?,
+        }
+        .ok_or_else(unknown)?;
         if !manifest::accepts(accept, &record.media_type) {
             return Err(RegistryError::ManifestUnknown(format!(
                 "{reference} is a {} manifest, which the Accept header does not admit",

@@ -15,7 +15,7 @@ use registry_core::manifest::{MAX_MANIFEST_SIZE, OCI_INDEX};
 use registry_core::ports::{BlobContent, ByteStream, Page};
 use registry_core::registry::{Chunk, RangeRequest, StartUpload, UploadStart};
 use registry_core::upload::UploadSession;
-use registry_core::{Digest, DigestAlgorithm, Reference, RegistryError, RepoName, Tag};
+use registry_core::{Digest, DigestAlgorithm, Reference, Registry, RegistryError, RepoName, Tag};
 use serde_json::json;
 
 use crate::AppState;
@@ -167,12 +167,17 @@ fn empty(status: StatusCode) -> Response {
     res
 }
 
-fn upload_response(status: StatusCode, repo: &RepoName, session: &UploadSession) -> Response {
+fn upload_response(
+    status: StatusCode,
+    registry: &Registry,
+    repo: &RepoName,
+    session: &UploadSession,
+) -> Response {
     let mut res = empty(status);
     set(
         &mut res,
         "location",
-        format!("/v2/{repo}/blobs/uploads/{}", session.id),
+        registry.upload_location(repo, session),
     );
     set(&mut res, "range", format!("0-{}", session.range_end()));
     set(&mut res, UPLOAD_UUID_HEADER, &session.id);
@@ -254,6 +259,7 @@ pub async fn dispatch(
     };
     let h = &parts.headers;
     let reg = &state.registry;
+    let token = query.get("_state").map(String::as_str);
     let method = parts.method.clone();
     match (route, method) {
         (Route::Manifest(name, reference), m) if m == Method::GET || m == Method::HEAD => {
@@ -391,7 +397,7 @@ pub async fn dispatch(
             match reg.start_upload(&repo, req).await? {
                 UploadStart::Created(d) => Ok(blob_created(&repo, &d)),
                 UploadStart::Session(session) => {
-                    let mut res = upload_response(StatusCode::ACCEPTED, &repo, &session);
+                    let mut res = upload_response(StatusCode::ACCEPTED, reg, &repo, &session);
                     set(
                         &mut res,
                         "oci-chunk-min-length",
@@ -411,8 +417,8 @@ pub async fn dispatch(
                 content_length: content_length(h),
                 body: body_stream(body),
             };
-            let session = reg.write_chunk(&repo, id, chunk).await?;
-            Ok(upload_response(StatusCode::ACCEPTED, &repo, &session))
+            let session = reg.write_chunk(&repo, id, token, chunk).await?;
+            Ok(upload_response(StatusCode::ACCEPTED, reg, &repo, &session))
         }
         (Route::Upload(name, id), Method::PUT) => {
             let repo = repo(name)?;
@@ -430,17 +436,22 @@ pub async fn dispatch(
                     body: body_stream(body),
                 })
             };
-            let d = reg.finish_upload(&repo, id, &d, chunk).await?;
+            let d = reg.finish_upload(&repo, id, token, &d, chunk).await?;
             Ok(blob_created(&repo, &d))
         }
         (Route::Upload(name, id), Method::GET) => {
             let repo = repo(name)?;
-            let session = reg.upload_status(&repo, id).await?;
-            Ok(upload_response(StatusCode::NO_CONTENT, &repo, &session))
+            let session = reg.upload_status(&repo, id, token).await?;
+            Ok(upload_response(
+                StatusCode::NO_CONTENT,
+                reg,
+                &repo,
+                &session,
+            ))
         }
         (Route::Upload(name, id), Method::DELETE) => {
             let repo = repo(name)?;
-            reg.cancel_upload(&repo, id).await?;
+            reg.cancel_upload(&repo, id, token).await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         (Route::Tags(name), Method::GET) => {

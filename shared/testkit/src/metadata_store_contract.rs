@@ -119,8 +119,28 @@ async fn put(store: &dyn MetadataStore, r: &RepoName, record: &ManifestRecord, t
         .expect("put_manifest must succeed");
 }
 
+/// Resolves a tag both ways the port offers, and checks they agree: `resolve_tag` and
+/// `get_manifest_by_tag` (which must return the very manifest the tag points at).
 async fn resolve(store: &dyn MetadataStore, r: &RepoName, t: &str) -> Option<Digest> {
-    store.resolve_tag(r, &tag(t)).await.unwrap()
+    let digest = store.resolve_tag(r, &tag(t)).await.unwrap();
+    let record = store.get_manifest_by_tag(r, &tag(t)).await.unwrap();
+    match (&digest, record) {
+        (Some(d), Some(record)) => {
+            assert_eq!(
+                &record.digest, d,
+                "get_manifest_by_tag disagrees with resolve_tag"
+            );
+            let by_digest = store.get_manifest(r, d).await.unwrap();
+            assert_eq!(
+                Some(record),
+                by_digest,
+                "tagged manifest differs from the stored one"
+            );
+        }
+        (None, None) => {}
+        (d, record) => panic!("resolve_tag gave {d:?} but get_manifest_by_tag gave {record:?}"),
+    }
+    digest
 }
 
 async fn all_tags(store: &dyn MetadataStore, r: &RepoName) -> Vec<String> {

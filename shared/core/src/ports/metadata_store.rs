@@ -92,6 +92,18 @@ pub trait MetadataStore: Send + Sync + 'static {
         digest: &Digest,
     ) -> Result<Option<ManifestRecord>>;
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>>;
+    /// The manifest `tag` points at. Adapters whose tag items carry the manifest answer
+    /// with one read (a manifest GET by tag costs one metadata read).
+    async fn get_manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<ManifestRecord>> {
+        match self.resolve_tag(repo, tag).await? {
+            Some(digest) => self.get_manifest(repo, &digest).await,
+            None => Ok(None),
+        }
+    }
     /// Removes a manifest, the tags that point at it and its referrer entry.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
     /// Removes a tag only.

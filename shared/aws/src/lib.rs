@@ -1,0 +1,2 @@
+//! AWS adapters of the registry's ports: `S3BlobStore`, `DynamoMetadataStore`,
+//! `SqsJobQueue`. The only crate that depends on `aws-sdk-*`.
