@@ -1,5 +1,6 @@
 # Settings and helpers shared by localstack/start, localstack/stop and localstack/selftest (sourced, not run).
 # The caller sets HERE (this folder) and `set -euo pipefail` before sourcing.
+# shellcheck disable=SC2034  # variables used by the scripts that source this file
 
 REPO=$(cd "$HERE/.." && pwd)
 STATE=${LOCALSTACK_STATE_DIR:-$REPO/target/localstack}

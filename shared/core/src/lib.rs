@@ -7,6 +7,7 @@ pub mod digest;
 pub mod error;
 pub mod keys;
 pub mod manifest;
+pub mod metrics;
 pub mod names;
 pub mod ports;
 pub mod registry;

@@ -1,0 +1,81 @@
+//! Counts of backend calls (AWS API requests), process-wide and per request, so logs,
+//! tests and benches can read what one registry request cost.
+//!
+//! Adapters call [`record_backend_call`] once per request they send; the HTTP layer runs
+//! each request inside [`scoped`] to get that request's own counts.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Calls by `"<service>.<operation>"`, e.g. `"DynamoDB.GetItem"`.
+pub type CallCounts = BTreeMap<String, u64>;
+
+#[derive(Default)]
+struct Counter(Mutex<CallCounts>);
+
+impl Counter {
+    fn add(&self, key: &str) {
+        let mut m = self.0.lock().expect("call counter lock");
+        *m.entry(key.to_owned()).or_default() += 1;
+    }
+
+    fn snapshot(&self) -> CallCounts {
+        self.0.lock().expect("call counter lock").clone()
+    }
+}
+
+fn global() -> &'static Counter {
+    static GLOBAL: OnceLock<Counter> = OnceLock::new();
+    GLOBAL.get_or_init(Counter::default)
+}
+
+tokio::task_local! {
+    static REQUEST: Arc<Counter>;
+}
+
+/// Records one call to `service`'s `operation`, process-wide and for the current request.
+pub fn record_backend_call(service: &str, operation: &str) {
+    let key = format!("{service}.{operation}");
+    global().add(&key);
+    let _ = REQUEST.try_with(|c| c.add(&key));
+}
+
+/// All calls recorded by this process so far.
+pub fn process_calls() -> CallCounts {
+    global().snapshot()
+}
+
+/// Runs `fut` and returns its output with the calls recorded while it ran (in its task).
+pub async fn scoped<F: Future>(fut: F) -> (F::Output, CallCounts) {
+    let counter = Arc::new(Counter::default());
+    let out = REQUEST.scope(counter.clone(), fut).await;
+    (out, counter.snapshot())
+}
+
+/// Total of `counts` whose key starts with `service.`.
+pub fn calls_to(counts: &CallCounts, service: &str) -> u64 {
+    counts
+        .iter()
+        .filter(|(k, _)| k.split('.').next() == Some(service))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn scoped_counts_only_its_own_calls() {
+        record_backend_call("S3", "HeadObject");
+        let ((), counts) = scoped(async {
+            record_backend_call("DynamoDB", "GetItem");
+            record_backend_call("DynamoDB", "GetItem");
+        })
+        .await;
+        assert_eq!(counts.get("DynamoDB.GetItem"), Some(&2));
+        assert_eq!(calls_to(&counts, "S3"), 0);
+        assert!(calls_to(&process_calls(), "DynamoDB") >= 2);
+    }
+}
