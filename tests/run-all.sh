@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one test command: installs what the tests need, then runs fmt, clippy, every Rust
-# test (unit, contract suites, HTTP tests) and the end-to-end tests with real clients.
+# The one test command: installs what the tests need (skopeo, umoci, oras, LocalStack),
+# starts LocalStack, then runs fmt, clippy, every Rust test (unit, contract suites on
+# both backends, HTTP and Lambda-harness tests) and the end-to-end tests with real clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,13 +10,19 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing test dependencies"
 bash tests/install-deps.sh
 
+step "starting LocalStack (no Docker needed)"
+localstack/start
+# shellcheck source=/dev/null
+source localstack/env
+trap 'localstack/stop >/dev/null 2>&1 || true' EXIT
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "Rust tests"
+step "Rust tests (embedded and AWS adapters)"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else
@@ -23,5 +30,9 @@ else
 fi
 
 step "end-to-end tests with real clients"
-cargo build -p registry-local
-REGISTRY_BIN="$PWD/target/debug/registry" tests/.venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider
+cargo build -p registry-local -p registry-api
+export REGISTRY_BIN="$PWD/target/debug/registry" HARNESS_BIN="$PWD/target/debug/lambda-harness"
+tests/.venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider -m "not faults"
+
+step "fault injection (stops and restarts LocalStack)"
+tests/.venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider -m faults

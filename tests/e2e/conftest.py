@@ -85,6 +85,7 @@ class RegistryProcess:
                 self.proc = subprocess.Popen(
                     [
                         str(self.binary),
+                        "--backend", "embedded",
                         "--addr", self.host,
                         "--data-dir", str(self.data_dir),
                         "--log", os.environ.get("REGISTRY_LOG", DEFAULT_LOG),

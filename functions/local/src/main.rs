@@ -1,9 +1,9 @@
 //! `registry`: the whole registry in one process with embedded storage (`cargo run`).
 
 use clap::Parser;
-use registry_app::LocalConfig;
+use registry_app::ServerConfig;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    registry_app::local::run(LocalConfig::parse()).await
+async fn main() -> Result<(), registry_app::BoxError> {
+    registry_app::local::run(ServerConfig::parse()).await
 }

@@ -1,25 +1,50 @@
-//! Configuration of the local registry process, from flags or `REGISTRY_*` variables.
+//! Configuration of every registry process (local binary, Lambda function, upload
+//! endpoint), from flags or environment variables — read here and nowhere else.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, ValueEnum};
 
-/// `registry`: an OCI registry in one process, with embedded storage.
+/// Where the registry keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// Files and an embedded database under `--data-dir` (the default).
+    Embedded,
+    /// S3, DynamoDB and SQS (or LocalStack: `source localstack/env`).
+    Aws,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `registry`: an OCI registry; one process with embedded storage by default.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "registry", version, about)]
-pub struct LocalConfig {
+pub struct ServerConfig {
     /// Address to listen on.
     #[arg(long, env = "REGISTRY_ADDR", default_value = "127.0.0.1:5000")]
     pub addr: SocketAddr,
 
-    /// Folder for blobs and the metadata database.
+    /// Storage backend.
+    #[arg(long, env = "REGISTRY_BACKEND", value_enum, default_value_t = Backend::Embedded)]
+    pub backend: Backend,
+
+    /// Folder for blobs and the metadata database (embedded backend).
     #[arg(long, env = "REGISTRY_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `registry_http=debug`).
     #[arg(long, env = "REGISTRY_LOG", default_value = "info")]
     pub log: String,
+
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "REGISTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Seconds an idle upload session lives before it is discarded.
     #[arg(long, env = "REGISTRY_UPLOAD_TTL_SECS", default_value_t = 24 * 3600)]
@@ -28,4 +53,80 @@ pub struct LocalConfig {
     /// Seconds between sweeps of expired upload sessions.
     #[arg(long, env = "REGISTRY_SWEEP_INTERVAL_SECS", default_value_t = 600)]
     pub sweep_interval_secs: u64,
+
+    /// Largest request body accepted, in bytes (the API function sets the Lambda limit).
+    #[arg(long, env = "REGISTRY_MAX_REQUEST_BODY")]
+    pub max_request_body: Option<u64>,
+
+    /// Public base URL of the upload endpoint; upload `Location`s point there.
+    #[arg(long, env = "REGISTRY_UPLOAD_ENDPOINT_URL")]
+    pub upload_endpoint_url: Option<String>,
+
+    /// Secret that signs upload-session tokens (shared by the API function and the
+    /// upload endpoint). Never logged.
+    #[arg(long, env = "REGISTRY_UPLOAD_TOKEN_SECRET", hide_env_values = true)]
+    pub upload_token_secret: Option<String>,
+
+    /// Serve as the upload endpoint: refuse upload requests without a valid token.
+    #[arg(long, env = "REGISTRY_REQUIRE_UPLOAD_TOKEN", default_value_t = false)]
+    pub require_upload_token: bool,
+
+    #[command(flatten)]
+    pub aws: AwsConfig,
+}
+
+/// Settings of the AWS backend.
+#[derive(Debug, Clone, Args)]
+pub struct AwsConfig {
+    /// Endpoint override (LocalStack); unset for AWS itself.
+    #[arg(long = "aws-endpoint-url", env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Region override; unset reads the usual AWS sources.
+    #[arg(long = "aws-region", env = "AWS_REGION")]
+    pub region: Option<String>,
+
+    /// Bucket of blobs (and manifests too large for a DynamoDB item).
+    #[arg(
+        long = "s3-bucket",
+        env = "REGISTRY_S3_BUCKET",
+        default_value = "registry-blobs"
+    )]
+    pub bucket: String,
+
+    /// Key prefix inside the bucket.
+    #[arg(long = "s3-prefix", env = "REGISTRY_S3_PREFIX", default_value = "")]
+    pub prefix: String,
+
+    /// DynamoDB table of metadata.
+    #[arg(
+        long = "dynamodb-table",
+        env = "REGISTRY_DYNAMODB_TABLE",
+        default_value = "registry"
+    )]
+    pub table: String,
+
+    /// Lifetime of presigned blob URLs, in seconds.
+    #[arg(long, env = "REGISTRY_PRESIGN_EXPIRY_SECS", default_value_t = 900)]
+    pub presign_expiry_secs: u64,
+
+    /// Base URL that replaces the S3 endpoint in blob redirects (CloudFront, custom domain).
+    #[arg(long, env = "REGISTRY_BLOB_PUBLIC_BASE_URL")]
+    pub blob_public_base_url: Option<String>,
+}
+
+impl ServerConfig {
+    /// The configuration from the environment alone (Lambda functions have no flags).
+    pub fn from_env() -> Self {
+        ServerConfig::parse_from(["registry"])
+    }
+
+    /// The configuration from `args` (the program name first) and the environment.
+    pub fn parse_from_args<I, T>(args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        ServerConfig::parse_from(args)
+    }
 }

@@ -1,55 +1,29 @@
-//! The local all-in-one process: embedded storage, the HTTP app, upload expiry sweeps,
-//! and a clean shutdown on SIGINT or SIGTERM.
+//! The long-lived server process (the local all-in-one registry, or the upload endpoint):
+//! the HTTP app, upload expiry sweeps, and a clean shutdown on SIGINT or SIGTERM.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use registry_core::ports::SystemClock;
-use registry_core::{Registry, RegistryConfig, Result};
-use registry_embedded::{EmbeddedMetadataStore, FileBlobStore, open_database};
 use registry_http::AppState;
 
-use crate::config::LocalConfig;
-
-/// Builds the registry over embedded storage under `config.data_dir`.
-pub fn build_embedded(config: &LocalConfig) -> Result<Arc<Registry>> {
-    let db = open_database(&config.data_dir.join("metadata.redb"))?;
-    let meta = Arc::new(EmbeddedMetadataStore::new(db)?);
-    let blobs = Arc::new(FileBlobStore::new(&config.data_dir)?);
-    let registry_config = RegistryConfig {
-        upload_ttl_secs: config.upload_ttl_secs,
-        ..RegistryConfig::default()
-    };
-    Ok(Arc::new(Registry::new(
-        blobs,
-        meta,
-        Arc::new(SystemClock),
-        registry_config,
-    )))
-}
+use crate::compose::build_registry;
+use crate::config::ServerConfig;
+use crate::logging::init_logging;
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
     tracing::info!("shutting down");
 }
 
-/// Runs the local registry until SIGINT or SIGTERM.
-pub async fn run(config: LocalConfig) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log)?)
-        .init();
-    let registry = build_embedded(&config)?;
+/// Runs the registry server until SIGINT or SIGTERM.
+pub async fn run(config: ServerConfig) -> Result<(), crate::BoxError> {
+    init_logging(&config.log, config.log_format)?;
+    let registry = build_registry(&config).await?;
     let sweeper = registry.clone();
     let interval = Duration::from_secs(config.sweep_interval_secs.max(1));
     tokio::spawn(async move {
@@ -65,7 +39,9 @@ pub async fn run(config: LocalConfig) -> std::result::Result<(), Box<dyn std::er
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
+        backend = ?config.backend,
         data_dir = %config.data_dir.display(),
+        upload_endpoint = config.require_upload_token,
         "registry listening"
     );
     registry_http::serve(listener, AppState { registry }, shutdown_signal()).await?;

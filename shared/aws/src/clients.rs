@@ -29,10 +29,14 @@ impl Intercept for CountCalls {
 
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        // Presigning runs the same pipeline up to signing but sends nothing: not a call.
+        if context.request().uri().contains("X-Amz-Signature=") {
+            return Ok(());
+        }
         if let Some(m) = cfg.load::<Metadata>() {
             registry_core::metrics::record_backend_call(m.service(), m.name());
         }

@@ -2,5 +2,12 @@
 //! `SqsJobQueue`. The only crate that depends on `aws-sdk-*`.
 
 pub mod clients;
+pub mod dynamo_metadata_store;
+pub mod s3_blob_store;
+pub mod sqs_batch;
+pub mod sqs_job_queue;
 
 pub use clients::{AwsClients, AwsSettings};
+pub use dynamo_metadata_store::{DynamoMetadataStore, DynamoSettings};
+pub use s3_blob_store::{S3BlobStore, S3BlobStoreSettings};
+pub use sqs_job_queue::{SqsJobQueue, SqsQueueSettings};

@@ -11,17 +11,25 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Calls by `"<service>.<operation>"`, e.g. `"DynamoDB.GetItem"`.
 pub type CallCounts = BTreeMap<String, u64>;
 
+/// A count of calls; a scope's counter also counts into the scope around it.
 #[derive(Default)]
-struct Counter(Mutex<CallCounts>);
+struct Counter {
+    calls: Mutex<CallCounts>,
+    outer: Option<Arc<Counter>>,
+}
 
 impl Counter {
     fn add(&self, key: &str) {
-        let mut m = self.0.lock().expect("call counter lock");
+        let mut m = self.calls.lock().expect("call counter lock");
         *m.entry(key.to_owned()).or_default() += 1;
+        drop(m);
+        if let Some(outer) = &self.outer {
+            outer.add(key);
+        }
     }
 
     fn snapshot(&self) -> CallCounts {
-        self.0.lock().expect("call counter lock").clone()
+        self.calls.lock().expect("call counter lock").clone()
     }
 }
 
@@ -47,8 +55,12 @@ pub fn process_calls() -> CallCounts {
 }
 
 /// Runs `fut` and returns its output with the calls recorded while it ran (in its task).
+/// Scopes nest: calls inside an inner scope count in the outer one too.
 pub async fn scoped<F: Future>(fut: F) -> (F::Output, CallCounts) {
-    let counter = Arc::new(Counter::default());
+    let counter = Arc::new(Counter {
+        calls: Mutex::default(),
+        outer: REQUEST.try_with(Arc::clone).ok(),
+    });
     let out = REQUEST.scope(counter.clone(), fut).await;
     (out, counter.snapshot())
 }
@@ -77,5 +89,17 @@ mod tests {
         assert_eq!(counts.get("DynamoDB.GetItem"), Some(&2));
         assert_eq!(calls_to(&counts, "S3"), 0);
         assert!(calls_to(&process_calls(), "DynamoDB") >= 2);
+    }
+
+    #[tokio::test]
+    async fn nested_scopes_count_in_both() {
+        let (((), inner), outer) = scoped(async {
+            record_backend_call("S3", "GetObject");
+            scoped(async { record_backend_call("DynamoDB", "Query") }).await
+        })
+        .await;
+        assert_eq!(inner.len(), 1);
+        assert_eq!(calls_to(&outer, "DynamoDB"), 1);
+        assert_eq!(calls_to(&outer, "S3"), 1);
     }
 }

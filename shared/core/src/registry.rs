@@ -107,7 +107,7 @@ pub struct PushedManifest {
 }
 
 /// Most `?tag=` parameters one manifest push may carry.
-pub const MAX_TAGS_PER_PUSH: usize = 100;
+pub const MAX_TAGS_PER_PUSH: usize = 95;
 
 /// The use-cases over the ports.
 pub struct Registry {

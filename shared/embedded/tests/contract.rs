@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use registry_core::ports::{BlobStore, JobQueue, MetadataStore};
 use registry_embedded::{EmbeddedJobQueue, EmbeddedMetadataStore, FileBlobStore, open_database};
-use registry_testkit::ManualClock;
 use registry_testkit::job_queue_contract::MAX_RECEIVES;
+use registry_testkit::{ManualClock, TestTime};
 use tempfile::TempDir;
 
 async fn file_blob_store() -> (Arc<dyn BlobStore>, TempDir) {
@@ -22,11 +22,18 @@ async fn embedded_metadata_store() -> (Arc<dyn MetadataStore>, TempDir) {
     (Arc::new(store), dir)
 }
 
-async fn embedded_job_queue(clock: ManualClock) -> (Arc<dyn JobQueue>, TempDir) {
+/// A queue reading a fresh [`ManualClock`], which is also the checks' [`TestTime`].
+async fn embedded_job_queue() -> (Arc<dyn JobQueue>, TempDir, Arc<dyn TestTime>) {
+    let (queue, dir, clock) = embedded_job_queue_and_clock();
+    (queue, dir, Arc::new(clock))
+}
+
+fn embedded_job_queue_and_clock() -> (Arc<dyn JobQueue>, TempDir, ManualClock) {
+    let clock = ManualClock::new();
     let dir = tempfile::tempdir().expect("temp dir");
     let db = open_database(&dir.path().join("registry.redb")).expect("database");
     let queue = EmbeddedJobQueue::new(db, clock.shared(), MAX_RECEIVES).expect("job queue");
-    (Arc::new(queue), dir)
+    (Arc::new(queue), dir, clock)
 }
 
 mod blob_store {
@@ -39,4 +46,65 @@ mod metadata_store {
 
 mod job_queue {
     registry_testkit::job_queue_contract_tests!(super::embedded_job_queue);
+
+    /// Promises the port leaves to the adapter, which the embedded queue makes: a stale
+    /// receipt does not delete a job received again since, and dead letters list oldest
+    /// first.
+    mod embedded_only {
+        use std::time::Duration;
+
+        use registry_core::ports::Job;
+        use registry_testkit::job_queue_contract::{MAX_RECEIVES, VISIBILITY_SECS};
+        use serde_json::json;
+
+        fn job(n: u64) -> Job {
+            Job {
+                kind: "webhook".to_owned(),
+                payload: json!({ "n": n }),
+            }
+        }
+
+        const PAST_VISIBILITY: Duration = Duration::from_millis(VISIBILITY_SECS * 1000 + 1);
+
+        #[tokio::test]
+        async fn stale_receipt_does_not_ack() {
+            let (queue, _dir, clock) = super::super::embedded_job_queue_and_clock();
+            queue.enqueue(&job(1)).await.unwrap();
+            let first = queue.receive(10, VISIBILITY_SECS).await.unwrap().remove(0);
+            clock.advance(PAST_VISIBILITY);
+            let second = queue.receive(10, VISIBILITY_SECS).await.unwrap().remove(0);
+            queue.ack(&first.receipt).await.unwrap();
+            clock.advance(PAST_VISIBILITY);
+            let third = queue.receive(10, VISIBILITY_SECS).await.unwrap();
+            assert_eq!(
+                third.len(),
+                1,
+                "the stale ack must not have deleted the job"
+            );
+            assert_eq!(third[0].job, job(1));
+            assert_eq!(third[0].receive_count, 3);
+            queue.ack(&second.receipt).await.unwrap();
+            clock.advance(PAST_VISIBILITY);
+            let fourth = queue.receive(10, VISIBILITY_SECS).await.unwrap();
+            assert_eq!(fourth.len(), 0, "dead-lettered after the third receive");
+            assert_eq!(queue.dead_letters(10).await.unwrap(), vec![job(1)]);
+        }
+
+        #[tokio::test]
+        async fn dead_letters_oldest_first() {
+            let (queue, _dir, clock) = super::super::embedded_job_queue_and_clock();
+            for n in 1..=3 {
+                queue.enqueue(&job(n)).await.unwrap();
+                for _ in 0..=MAX_RECEIVES {
+                    queue.receive(10, VISIBILITY_SECS).await.unwrap();
+                    clock.advance(PAST_VISIBILITY);
+                }
+            }
+            assert_eq!(
+                queue.dead_letters(10).await.unwrap(),
+                vec![job(1), job(2), job(3)]
+            );
+            assert_eq!(queue.dead_letters(2).await.unwrap(), vec![job(1), job(2)]);
+        }
+    }
 }

@@ -53,7 +53,7 @@ impl IntoResponse for ApiError {
             // Storage details stay in the log, not in the answer.
             RegistryError::Storage(detail) => {
                 tracing::error!(%detail, "storage failure");
-                "internal storage error".to_owned()
+                "the storage backend failed; retry the request".to_owned()
             }
             other => other.to_string(),
         };

@@ -5,6 +5,7 @@
 
 pub mod distribution;
 pub mod errors;
+pub mod observe;
 
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/_catalog", get(distribution::catalog))
         .route("/v2/{*rest}", any(distribution::dispatch))
         .layer(axum::middleware::map_response(add_api_version))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(observe::observe))
         .with_state(state)
 }
 

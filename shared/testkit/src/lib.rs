@@ -14,9 +14,10 @@
 //!
 //! The factory is called once per test and returns a future of `(adapter, guard)`: the
 //! adapter must be empty, and the guard (a temp dir, a bucket cleaner, `()`) is kept
-//! alive until the check ends. The job queue factory takes the [`clock::ManualClock`]
-//! the queue must read and builds the queue with
-//! [`job_queue_contract::MAX_RECEIVES`].
+//! alive until the check ends. The job queue factory builds the queue with
+//! [`job_queue_contract::MAX_RECEIVES`] and returns a third element, the
+//! [`clock::TestTime`] the checks let time pass with: the [`clock::ManualClock`] the queue
+//! reads, or [`clock::RealTime`] for a backend with its own timers.
 
 pub mod blob_store_contract;
 pub mod clock;
@@ -24,7 +25,7 @@ pub mod job_queue_contract;
 pub mod metadata_store_contract;
 pub mod support;
 
-pub use clock::ManualClock;
+pub use clock::{ManualClock, RealTime, TestTime};
 
 /// Expands to one test per check of `$module`, each built by `$factory`.
 #[doc(hidden)]
@@ -92,15 +93,19 @@ macro_rules! metadata_store_contract_tests {
                 concurrent_tag_moves,
                 concurrent_delete_and_retag,
                 concurrent_upload_updates,
+                large_manifests_round_trip,
+                delete_manifest_with_many_tags,
             ]
         );
     };
 }
 
 /// One `#[tokio::test]` per [`JobQueue`](registry_core::ports::JobQueue) check;
-/// `$factory` is `FnMut(ManualClock) -> impl Future<Output = (Arc<dyn JobQueue>, impl Any)>`
-/// and must build the queue with `max_receives` = [`job_queue_contract::MAX_RECEIVES`],
-/// reading the clock it is given.
+/// `$factory` is
+/// `FnMut() -> impl Future<Output = (Arc<dyn JobQueue>, impl Any, Arc<dyn TestTime>)>`:
+/// an empty queue built with `max_receives` = [`job_queue_contract::MAX_RECEIVES`], its
+/// guard, and the [`clock::TestTime`] that moves the queue's time (a
+/// [`clock::ManualClock`] the queue reads, or [`clock::RealTime`]).
 #[macro_export]
 macro_rules! job_queue_contract_tests {
     ($factory:expr $(,)?) => {
@@ -110,7 +115,7 @@ macro_rules! job_queue_contract_tests {
                 enqueue_receive_ack,
                 invisible_until_visibility_timeout,
                 dead_letter_after_max_receives,
-                stale_receipt_does_not_ack,
+                stale_receipt_ack,
                 receipts_are_not_reused,
                 receive_respects_max,
                 concurrent_receivers_do_not_share_a_job,
@@ -119,7 +124,7 @@ macro_rules! job_queue_contract_tests {
     };
 }
 
-/// Expands to one test per job queue check, each with a fresh [`ManualClock`].
+/// Expands to one test per job queue check, each with a fresh queue and its time.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __job_queue_contract_tests {
@@ -127,9 +132,8 @@ macro_rules! __job_queue_contract_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                let clock = $crate::clock::ManualClock::new();
-                let (queue, _guard) = ($factory)(clock.clone()).await;
-                $crate::job_queue_contract::$check(queue, clock).await;
+                let (queue, _guard, time) = ($factory)().await;
+                $crate::job_queue_contract::$check(queue, time).await;
             }
         )+
     };

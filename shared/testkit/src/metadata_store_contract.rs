@@ -834,3 +834,142 @@ pub async fn concurrent_upload_updates(store: Arc<dyn MetadataStore>) {
         winners.first()
     );
 }
+
+/// A manifest of `len` bytes or more whose digest depends on `seed`: pretty-printed (so
+/// its exact whitespace matters) with a filler annotation full of characters that JSON
+/// escapes and multi-byte UTF-8. `subject` makes it a referrer.
+fn large_manifest(seed: u64, len: usize, subject: Option<&Digest>) -> ManifestRecord {
+    let unit = "quote\" backslash\\ tab\t ünïcødé 🦀 newline\n ";
+    let filler = unit.repeat(len / unit.len() + 1);
+    let mut content = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": blob_digest(seed).to_string(),
+            "size": 2
+        },
+        "layers": [],
+        "annotations": { "contract.seed": seed.to_string(), "contract.filler": filler }
+    });
+    if let Some(subject) = subject {
+        content["subject"] = serde_json::json!({ "mediaType": OCI_MANIFEST, "digest": subject.to_string(), "size": 100 });
+    }
+    let content = serde_json::to_string_pretty(&content).expect("manifest JSON");
+    assert!(content.len() >= len);
+    ManifestRecord {
+        digest: Digest::of(DigestAlgorithm::Sha256, content.as_bytes()),
+        media_type: OCI_MANIFEST.to_owned(),
+        content,
+        subject: subject.cloned(),
+        artifact_type: None,
+        annotations: Some(BTreeMap::from([(
+            "contract.seed".to_owned(),
+            seed.to_string(),
+        )])),
+    }
+}
+
+/// Manifests too large for one database item (over 400 KB), and a 120 KB manifest with
+/// 40 tags (its copies would not fit one 4 MB transaction), round-trip byte for byte
+/// through `get_manifest` and `get_manifest_by_tag`; a large referrer is listed with its
+/// size; deleting one in a repository removes its tags and keeps the same manifest in
+/// another repository readable.
+pub async fn large_manifests_round_trip(store: Arc<dyn MetadataStore>) {
+    let store = &*store;
+    let (r, other) = (repo("contract/large"), repo("contract/large-other"));
+    let big = large_manifest(1, 600 * 1024, None);
+    put(store, &r, &big, Some("big")).await;
+    put(store, &r, &big, Some("big-2")).await;
+    put(store, &other, &big, Some("big")).await;
+    let got = store.get_manifest(&r, &big.digest).await.unwrap();
+    assert_eq!(
+        got.as_ref(),
+        Some(&big),
+        "a 600 KB manifest must round-trip"
+    );
+    for t in ["big", "big-2"] {
+        let by_tag = store.get_manifest_by_tag(&r, &tag(t)).await.unwrap();
+        assert_eq!(by_tag.as_ref(), Some(&big), "tag {t} of a 600 KB manifest");
+        assert_eq!(resolve(store, &r, t).await, Some(big.digest.clone()));
+    }
+
+    let medium = large_manifest(2, 120 * 1024, None);
+    let many: Vec<Tag> = (0..40).map(|i| tag(&format!("m{i:02}"))).collect();
+    store
+        .put_manifest(&r, &medium, &many)
+        .await
+        .expect("put_manifest with 40 tags of a 120 KB manifest must succeed");
+    for t in &many {
+        let by_tag = store.get_manifest_by_tag(&r, t).await.unwrap();
+        assert_eq!(
+            by_tag.as_ref(),
+            Some(&medium),
+            "tag {t} of a 120 KB manifest"
+        );
+    }
+    assert_eq!(
+        store
+            .get_manifest(&r, &medium.digest)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&medium)
+    );
+
+    let sbom = large_manifest(3, 450 * 1024, Some(&big.digest));
+    put(store, &r, &sbom, Some("sbom")).await;
+    assert_eq!(
+        store.list_referrers(&r, &big.digest).await.unwrap(),
+        vec![sbom.referrer_descriptor()]
+    );
+    assert_eq!(resolve(store, &r, "sbom").await, Some(sbom.digest.clone()));
+
+    assert!(store.delete_manifest(&r, &big.digest).await.unwrap());
+    assert_eq!(store.get_manifest(&r, &big.digest).await.unwrap(), None);
+    assert_eq!(resolve(store, &r, "big").await, None);
+    assert_eq!(resolve(store, &r, "big-2").await, None);
+    assert_eq!(
+        store
+            .get_manifest(&other, &big.digest)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&big),
+        "deleting a manifest in one repository keeps it in another"
+    );
+    assert_eq!(
+        store
+            .get_manifest_by_tag(&other, &tag("big"))
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&big)
+    );
+    assert!(store.delete_manifest(&r, &medium.digest).await.unwrap());
+    assert_eq!(all_tags(store, &r).await, names(&["sbom"]));
+    assert_no_dangling_tags(store, &r).await;
+}
+
+/// A manifest that collected 150 tags over two pushes (more than one database
+/// transaction holds) is deleted with every one of them; a tag moved off it and the
+/// tags of another manifest stay.
+pub async fn delete_manifest_with_many_tags(store: Arc<dyn MetadataStore>) {
+    let store = &*store;
+    let r = repo("contract/many-tags");
+    let (m, keep) = (manifest(1), manifest(2));
+    let first: Vec<Tag> = (0..80).map(|i| tag(&format!("t{i:03}"))).collect();
+    let second: Vec<Tag> = (80..150).map(|i| tag(&format!("t{i:03}"))).collect();
+    store.put_manifest(&r, &m, &first).await.unwrap();
+    store.put_manifest(&r, &m, &second).await.unwrap();
+    put(store, &r, &keep, Some("keep")).await;
+    put(store, &r, &keep, Some("t042")).await;
+    assert_eq!(all_tags(store, &r).await.len(), 151);
+    assert_eq!(resolve(store, &r, "t149").await, Some(m.digest.clone()));
+
+    assert!(store.delete_manifest(&r, &m.digest).await.unwrap());
+    assert_eq!(store.get_manifest(&r, &m.digest).await.unwrap(), None);
+    assert_eq!(all_tags(store, &r).await, names(&["keep", "t042"]));
+    assert_eq!(resolve(store, &r, "t042").await, Some(keep.digest.clone()));
+    assert_no_dangling_tags(store, &r).await;
+}

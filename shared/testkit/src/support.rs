@@ -1,8 +1,11 @@
-//! Helpers the contract suites share: deterministic test data and draining byte streams.
+//! Helpers the contract suites share: deterministic test data, draining byte streams, and
+//! opening blob reads (following redirects to presigned URLs over HTTP).
+
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use registry_core::ports::{BlobContent, ByteStream};
+use registry_core::ports::{BlobContent, ByteRange, ByteStream};
 use registry_core::{RegistryError, Result};
 
 /// `len` deterministic pseudo-random bytes; different `seed`s give different bytes.
@@ -54,27 +57,115 @@ pub async fn collect(mut stream: ByteStream) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The bytes of a blob read, checking that the announced length matches them.
+/// Opens a blob read as a byte stream and its announced length.
 ///
-/// Redirect answers cannot be followed here (the testkit has no HTTP client); an adapter
-/// that redirects must wrap its store in the test factory so reads are streamed.
-pub async fn content_bytes(content: BlobContent) -> Vec<u8> {
+/// A streamed answer is returned as is. A redirect (object stores answer with a
+/// presigned URL) is followed with a plain HTTP GET, as a client follows the registry's
+/// `307`: for a range read the client re-sends its `Range: bytes=start-end` header to the
+/// new location, so the URL must not depend on the range. The answer is mapped to the
+/// errors the port documents: `404` is `BlobUnknown`; `416`, or a partial answer that is
+/// not exactly the requested range (S3 clamps a range past the end), is `RangeInvalid`;
+/// any other failure is `Storage`.
+pub async fn open_content(
+    content: BlobContent,
+    range: Option<ByteRange>,
+) -> Result<(ByteStream, u64)> {
     match content {
-        BlobContent::Stream { body, length } => {
-            let bytes = collect(body).await.expect("reading the blob stream");
-            assert_eq!(
-                bytes.len() as u64,
-                length,
-                "a streamed read announced {length} bytes but yielded {}",
-                bytes.len()
-            );
-            bytes
-        }
-        BlobContent::Redirect { url } => panic!(
-            "the blob read answered with a redirect to {url}; the contract suite needs \
-             streamed content"
-        ),
+        BlobContent::Stream { body, length } => Ok((body, length)),
+        BlobContent::Redirect { url } => follow_redirect(&url, range).await,
     }
+}
+
+async fn follow_redirect(url: &str, range: Option<ByteRange>) -> Result<(ByteStream, u64)> {
+    let storage = |what: &str, e: &dyn std::fmt::Display| {
+        RegistryError::Storage(format!("following the blob redirect to {url}: {what}: {e}"))
+    };
+    let mut request = http_client().get(url);
+    if let Some(r) = range {
+        request = request.header("range", format!("bytes={}-{}", r.start, r.end));
+    }
+    let response = request.send().await.map_err(|e| storage("GET", &e))?;
+    let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let announced = header("content-length").and_then(|v| v.parse::<u64>().ok());
+    let content_range = header("content-range");
+    match (status, range) {
+        (404, _) => {
+            return Err(RegistryError::BlobUnknown(format!(
+                "the redirect to {url} answered 404"
+            )));
+        }
+        (416, Some(r)) => {
+            return Err(RegistryError::RangeInvalid(format!(
+                "bytes {}-{}: the redirect answered 416",
+                r.start, r.end
+            )));
+        }
+        (200, None) => {}
+        (206, Some(r)) => {
+            let expected = format!("bytes {}-{}/", r.start, r.end);
+            if !content_range
+                .as_deref()
+                .is_some_and(|v| v.starts_with(&expected))
+            {
+                return Err(RegistryError::RangeInvalid(format!(
+                    "bytes {}-{}: the redirect answered Content-Range {content_range:?}",
+                    r.start, r.end
+                )));
+            }
+        }
+        (200, Some(r)) if r.start == 0 && announced == Some(r.len()) => {}
+        (200, Some(r)) => {
+            return Err(RegistryError::RangeInvalid(format!(
+                "bytes {}-{}: the redirect ignored the range and answered {announced:?} bytes",
+                r.start, r.end
+            )));
+        }
+        (other, _) => {
+            let body = response.text().await.unwrap_or_default();
+            return Err(storage(&format!("status {other}"), &body));
+        }
+    }
+    let length = announced.ok_or_else(|| storage("no Content-Length", &status))?;
+    let body = futures_util::stream::try_unfold(response, move |mut response| async move {
+        match response.chunk().await {
+            Ok(Some(chunk)) => Ok(Some((chunk, response))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(RegistryError::Storage(format!(
+                "reading the blob redirect body: {e}"
+            ))),
+        }
+    });
+    Ok((Box::pin(body), length))
+}
+
+/// One HTTP client for the whole test process (it pools connections).
+fn http_client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}
+
+/// The bytes of a blob read (`range` is the range that was asked for, if any), checking
+/// that the announced length matches them; a redirect is followed as
+/// [`open_content`] does. Panics if the read fails.
+pub async fn content_bytes(content: BlobContent, range: Option<ByteRange>) -> Vec<u8> {
+    let (body, length) = open_content(content, range)
+        .await
+        .unwrap_or_else(|e| panic!("opening the blob read failed: {e}"));
+    let bytes = collect(body).await.expect("reading the blob stream");
+    assert_eq!(
+        bytes.len() as u64,
+        length,
+        "a blob read announced {length} bytes but yielded {}",
+        bytes.len()
+    );
+    bytes
 }
 
 #[cfg(test)]

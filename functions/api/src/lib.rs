@@ -1,0 +1,21 @@
+//! The API Lambda function's app, and [`harness`]: a local stand-in for API Gateway and
+//! Lambda that invokes the function exactly as Lambda would, payload limits included.
+
+pub mod harness;
+
+use registry_app::ServerConfig;
+use registry_http::AppState;
+
+/// Largest request body the function takes when none is configured: under Lambda's 6 MB
+/// payload limit once base64 and the event envelope are added.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 4 * 1024 * 1024;
+
+/// The function's HTTP app over the configured backend (built once, reused per event).
+pub async fn app(config: &ServerConfig) -> Result<axum::Router, registry_core::RegistryError> {
+    let mut config = config.clone();
+    config
+        .max_request_body
+        .get_or_insert(DEFAULT_MAX_REQUEST_BODY);
+    let registry = registry_app::compose::build_registry(&config).await?;
+    Ok(registry_http::router(AppState { registry }))
+}
