@@ -686,6 +686,27 @@ impl DynamoMetadataStore {
         Ok(meta.with_content(content))
     }
 
+    /// The manifest record held by the item `sk` of `repo` (a manifest or a tag item):
+    /// one GetItem, plus one S3 GetObject when the content lives in S3.
+    async fn record_at(
+        &self,
+        op: &str,
+        repo: &RepoName,
+        sk: String,
+    ) -> Result<Option<ManifestRecord>> {
+        let item = self
+            .get_item(
+                op,
+                key(keys::repo_pk(repo), sk),
+                Some("#v, #content, #s3_key"),
+            )
+            .await?;
+        match item {
+            Some(item) => Ok(Some(self.record_of(op, &item).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// The tags of `repo` pointing at `digest`, as sort keys.
     async fn tags_pointing_at(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>> {
         const OP: &str = "DynamoDB Query (delete_manifest tags)";
@@ -929,18 +950,9 @@ impl MetadataStore for DynamoMetadataStore {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<ManifestRecord>> {
-        const OP: &str = "DynamoDB GetItem (get_manifest)";
-        let item = self
-            .get_item(
-                OP,
-                key(keys::repo_pk(repo), keys::manifest_sk(digest)),
-                Some("#v, #content, #s3_key"),
-            )
-            .await?;
-        match item {
-            Some(item) => Ok(Some(self.record_of(OP, &item).await?)),
-            None => Ok(None),
-        }
+        let sk = keys::manifest_sk(digest);
+        self.record_at("DynamoDB GetItem (get_manifest)", repo, sk)
+            .await
     }
 
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
@@ -965,18 +977,9 @@ impl MetadataStore for DynamoMetadataStore {
         repo: &RepoName,
         tag: &Tag,
     ) -> Result<Option<ManifestRecord>> {
-        const OP: &str = "DynamoDB GetItem (get_manifest_by_tag)";
-        let item = self
-            .get_item(
-                OP,
-                key(keys::repo_pk(repo), keys::tag_sk(tag)),
-                Some("#v, #content, #s3_key"),
-            )
-            .await?;
-        match item {
-            Some(item) => Ok(Some(self.record_of(OP, &item).await?)),
-            None => Ok(None),
-        }
+        let sk = keys::tag_sk(tag);
+        self.record_at("DynamoDB GetItem (get_manifest_by_tag)", repo, sk)
+            .await
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {

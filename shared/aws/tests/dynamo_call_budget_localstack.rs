@@ -4,140 +4,20 @@
 //! Each test uses a fresh table and S3 prefix, removed at its end; the tests fail, never
 //! skip, when LocalStack is not there.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
-};
-use registry_aws::{AwsClients, AwsSettings, DynamoMetadataStore, DynamoSettings};
+use std::collections::BTreeMap;
+
+use common::FreshTable;
+use registry_aws::DynamoMetadataStore;
 use registry_core::metrics::{CallCounts, calls_to, scoped};
 use registry_core::ports::{ManifestRecord, MetadataStore};
 use registry_core::{Digest, DigestAlgorithm, RepoName, Tag};
 
-const HINT: &str = "run `localstack/start && source localstack/env` first";
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {HINT}"))
-}
-
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos();
-    format!(
-        "{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Deletes the test's table and manifest objects when the test ends.
-struct Cleanup {
-    clients: AwsClients,
-    table: String,
-    bucket: String,
-    prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        tokio::task::block_in_place(|| {
-            handle.block_on(async {
-                let (ddb, s3) = (&self.clients.dynamodb, &self.clients.s3);
-                let _ = ddb.delete_table().table_name(&self.table).send().await;
-                let listed = s3
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(&self.prefix)
-                    .send()
-                    .await;
-                for object in listed.iter().flat_map(|l| l.contents()) {
-                    if let Some(key) = object.key() {
-                        let _ = s3
-                            .delete_object()
-                            .bucket(&self.bucket)
-                            .key(key)
-                            .send()
-                            .await;
-                    }
-                }
-            })
-        });
-    }
-}
-
-/// A store on a fresh table with the registry's key schema.
-async fn fresh_store() -> (DynamoMetadataStore, Cleanup) {
-    let settings = AwsSettings {
-        endpoint_url: Some(env("AWS_ENDPOINT_URL")),
-        region: Some(env("AWS_REGION")),
-    };
-    let clients = AwsClients::load(&settings).await;
-    let table = unique("registry-budget");
-    let attr = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .expect("attribute definition")
-    };
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .expect("key schema element")
-    };
-    clients
-        .dynamodb
-        .create_table()
-        .table_name(&table)
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "creating DynamoDB table {table} failed ({}): is LocalStack up? {HINT}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            )
-        });
-    for _ in 0..600 {
-        let described = clients
-            .dynamodb
-            .describe_table()
-            .table_name(&table)
-            .send()
-            .await
-            .expect("describe the new table");
-        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let bucket = env("REGISTRY_S3_BUCKET");
-    let prefix = format!("{}/", unique("test-manifests"));
-    let mut store_settings = DynamoSettings::new(table.clone(), bucket.clone());
-    store_settings.manifest_prefix = prefix.clone();
-    let store =
-        DynamoMetadataStore::new(clients.dynamodb.clone(), clients.s3.clone(), store_settings);
-    let cleanup = Cleanup {
-        clients,
-        table,
-        bucket,
-        prefix,
-    };
-    (store, cleanup)
+/// A store on a fresh table with the registry's key schema, and the guard removing it.
+async fn fresh_store() -> (DynamoMetadataStore, FreshTable) {
+    let table = FreshTable::create("registry-budget").await;
+    (table.store(), table)
 }
 
 fn repo() -> RepoName {

@@ -7,11 +7,13 @@
 //! every test fails (never skips). Each test works under its own random key prefix in
 //! `$REGISTRY_S3_BUCKET`, removed when the test ends.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{PrefixCleaner, list_keys};
 use futures_util::StreamExt;
 use registry_aws::s3_blob_store::UploadState;
 use registry_aws::{AwsClients, AwsSettings, S3BlobStore, S3BlobStoreSettings};
@@ -19,117 +21,34 @@ use registry_core::metrics::{CallCounts, scoped};
 use registry_core::ports::{BlobContent, BlobStore, ByteRange, ByteStream, UploadCursor};
 use registry_core::upload::{hashing_stream, into_tally};
 use registry_core::{Digest, DigestAlgorithm, DigestHasher, RegistryError};
-use registry_testkit::blob_store_contract::new_upload_id;
-use registry_testkit::support::{collect, content_bytes, open_content, pattern, stream_of};
+use registry_testkit::blob_store_contract::{
+    begin, read_all, read_upload_bytes, write, write_bytes,
+};
+use registry_testkit::support::{content_bytes, open_content, pattern};
 
 const MIB: usize = 1024 * 1024;
-const HOW_TO_START: &str = "run `localstack/start && source localstack/env` first";
 
-/// Reads a variable `localstack/env` exports; fails the test if it is missing.
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {HOW_TO_START}"))
-}
-
-/// The clients and bucket of the running LocalStack, checked reachable once per test.
-async fn localstack() -> (AwsClients, String) {
-    let settings = AwsSettings {
-        endpoint_url: Some(env("AWS_ENDPOINT_URL")),
-        region: std::env::var("AWS_REGION").ok(),
-    };
-    let bucket = env("REGISTRY_S3_BUCKET");
-    let clients = AwsClients::load(&settings).await;
+/// `$REGISTRY_S3_BUCKET`, checked reachable once per test.
+async fn checked_bucket(s3: &aws_sdk_s3::Client) -> String {
+    let bucket = common::env("REGISTRY_S3_BUCKET");
     let reachable = tokio::time::timeout(
         Duration::from_secs(10),
-        clients.s3.head_bucket().bucket(&bucket).send(),
+        s3.head_bucket().bucket(&bucket).send(),
     )
     .await;
     match reachable {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => panic!(
-            "LocalStack bucket {bucket} at {:?} is not reachable ({}): {HOW_TO_START}",
-            settings.endpoint_url,
-            aws_sdk_s3::error::DisplayErrorContext(&e)
+            "LocalStack bucket {bucket} is not reachable ({}): {}",
+            aws_sdk_s3::error::DisplayErrorContext(&e),
+            common::HOW_TO_START
         ),
         Err(_) => panic!(
-            "LocalStack at {:?} did not answer in 10 s: {HOW_TO_START}",
-            settings.endpoint_url
+            "LocalStack did not answer in 10 s: {}",
+            common::HOW_TO_START
         ),
     }
-    (clients, bucket)
-}
-
-/// Removes every object and multipart upload under a test's prefix when dropped.
-struct PrefixCleaner {
-    s3: aws_sdk_s3::Client,
-    bucket: String,
-    prefix: String,
-}
-
-impl PrefixCleaner {
-    async fn clean(&self) {
-        if let Ok(out) = self
-            .s3
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            .send()
-            .await
-        {
-            for u in out.uploads() {
-                let _ = self
-                    .s3
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(u.key().unwrap_or_default())
-                    .upload_id(u.upload_id().unwrap_or_default())
-                    .send()
-                    .await;
-            }
-        }
-        for key in list_keys(&self.s3, &self.bucket, &self.prefix).await {
-            let _ = self
-                .s3
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .send()
-                .await;
-        }
-    }
-}
-
-impl Drop for PrefixCleaner {
-    fn drop(&mut self) {
-        // Tests run on a multi-threaded runtime: finish the clean-up before the test ends.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            tokio::task::block_in_place(|| handle.block_on(self.clean()));
-        }
-    }
-}
-
-async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut token = None;
-    loop {
-        let out = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .expect("ListObjectsV2");
-        keys.extend(
-            out.contents()
-                .iter()
-                .filter_map(|o| o.key())
-                .map(String::from),
-        );
-        match out.next_continuation_token() {
-            Some(t) => token = Some(t.to_owned()),
-            None => return keys,
-        }
-    }
+    bucket
 }
 
 async fn multipart_uploads(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> usize {
@@ -153,31 +72,19 @@ struct Fixture {
 }
 
 async fn fixture_with(tune: impl FnOnce(&mut S3BlobStoreSettings)) -> Fixture {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let (clients, bucket) = localstack().await;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let prefix = format!(
-        "test-s3-blob-store/{nanos:x}-{}-{}/",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
+    let s3 = common::clients().await.s3;
+    let bucket = checked_bucket(&s3).await;
+    let prefix = format!("{}/", common::unique("test-s3-blob-store"));
     let mut settings = S3BlobStoreSettings::new(&bucket);
     settings.prefix = prefix.clone();
     tune(&mut settings);
-    let store = S3BlobStore::new(clients.s3.clone(), settings).expect("store settings");
+    let store = S3BlobStore::new(s3.clone(), settings).expect("store settings");
     Fixture {
         store,
-        s3: clients.s3.clone(),
+        s3: s3.clone(),
         bucket: bucket.clone(),
         prefix: prefix.clone(),
-        _cleaner: PrefixCleaner {
-            s3: clients.s3,
-            bucket,
-            prefix,
-        },
+        _cleaner: PrefixCleaner { s3, bucket, prefix },
     }
 }
 
@@ -196,50 +103,8 @@ mod contract {
 
 // ---- S3-specific behaviour ----
 
-async fn begin(store: &S3BlobStore) -> UploadCursor {
-    let upload_id = new_upload_id();
-    let store_state = store.begin_upload(&upload_id).await.expect("begin_upload");
-    UploadCursor {
-        upload_id,
-        offset: 0,
-        store_state,
-    }
-}
-
-/// Writes `body` of `len` bytes and returns the cursor the core would record.
-async fn write(
-    store: &S3BlobStore,
-    cursor: &UploadCursor,
-    body: ByteStream,
-    len: usize,
-) -> UploadCursor {
-    let store_state = store
-        .write_upload(cursor, body)
-        .await
-        .expect("write_upload");
-    UploadCursor {
-        upload_id: cursor.upload_id.clone(),
-        offset: cursor.offset + len as u64,
-        store_state,
-    }
-}
-
-async fn write_bytes(store: &S3BlobStore, cursor: &UploadCursor, bytes: &[u8]) -> UploadCursor {
-    write(store, cursor, stream_of([bytes.to_vec()]), bytes.len()).await
-}
-
 fn state(cursor: &UploadCursor) -> UploadState {
     UploadState::parse(&cursor.store_state, cursor.offset).expect("a valid upload state")
-}
-
-async fn read_upload(store: &S3BlobStore, cursor: &UploadCursor) -> Vec<u8> {
-    collect(store.read_upload(cursor).await.expect("read_upload"))
-        .await
-        .expect("read_upload stream")
-}
-
-async fn read_blob(store: &S3BlobStore, digest: &Digest) -> Vec<u8> {
-    content_bytes(store.read(digest, None).await.expect("read"), None).await
 }
 
 /// Hashes a blob read back through its redirect, chunk by chunk; returns (length, digest).
@@ -301,7 +166,7 @@ async fn read_is_an_offline_presign() {
     else {
         panic!("S3 reads must answer with a redirect");
     };
-    let endpoint = env("AWS_ENDPOINT_URL");
+    let endpoint = common::env("AWS_ENDPOINT_URL");
     assert!(
         url.starts_with(&format!(
             "{endpoint}/{}/{}",
@@ -412,7 +277,7 @@ async fn many_small_writes_round_trip() {
     assert_eq!((st.parts, st.pending.len()), (1, 32));
 
     let digest = Digest::of(DigestAlgorithm::Sha512, &data);
-    let (read, counts) = scoped(read_upload(&f.store, &cursor)).await;
+    let (read, counts) = scoped(read_upload_bytes(&f.store, &cursor)).await;
     assert!(read == data, "read_upload returned other bytes");
     assert_eq!(calls(&counts, "CompleteMultipartUpload"), 1, "{counts:?}");
     let ((), counts) =
@@ -437,17 +302,17 @@ async fn writes_after_read_upload_continue_the_upload() {
     let second = pattern(MIB, 8);
     let third = pattern(9 * MIB, 9);
     let mut cursor = write_bytes(&f.store, &begin(&f.store).await, &first).await;
-    assert!(read_upload(&f.store, &cursor).await == first);
+    assert!(read_upload_bytes(&f.store, &cursor).await == first);
     cursor = write_bytes(&f.store, &cursor, &second).await;
     let expected = [first.as_slice(), second.as_slice()].concat();
     assert!(
-        read_upload(&f.store, &cursor).await == expected,
+        read_upload_bytes(&f.store, &cursor).await == expected,
         "after a pending-only write"
     );
     cursor = write_bytes(&f.store, &cursor, &third).await;
     let expected = [expected.as_slice(), third.as_slice()].concat();
     assert!(
-        read_upload(&f.store, &cursor).await == expected,
+        read_upload_bytes(&f.store, &cursor).await == expected,
         "after a write that reopened"
     );
 
@@ -475,7 +340,7 @@ async fn large_commits_copy_in_parts() {
         scoped(async { f.store.commit_upload(&cursor, &digest).await.unwrap() }).await;
     assert_eq!(calls(&counts, "CopyObject"), 0, "{counts:?}");
     assert_eq!(calls(&counts, "UploadPartCopy"), 2, "{counts:?}");
-    assert!(read_blob(&f.store, &digest).await == data);
+    assert!(read_all(&f.store, &digest).await == data);
     assert_eq!(multipart_uploads(&f.s3, &f.bucket, &f.prefix).await, 0);
 }
 
@@ -504,7 +369,7 @@ async fn failed_large_write_leaves_nothing_behind() {
     let expected = [head.as_slice(), rest.as_slice()].concat();
     let digest = Digest::of(DigestAlgorithm::Sha256, &expected);
     f.store.commit_upload(&cursor, &digest).await.unwrap();
-    assert!(read_blob(&f.store, &digest).await == expected);
+    assert!(read_all(&f.store, &digest).await == expected);
 }
 
 /// Two writes from the same recorded state (which the core's locks prevent) write the

@@ -5,50 +5,20 @@
 //! of more than 10. Needs LocalStack: `localstack/start && source localstack/env`; the
 //! tests fail (never skip) without it.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use common::{HOW_TO_START, clients};
 use registry_aws::sqs_job_queue::KIND_ATTRIBUTE;
-use registry_aws::{AwsClients, AwsSettings, SqsJobQueue, SqsQueueSettings};
+use registry_aws::{SqsJobQueue, SqsQueueSettings};
 use registry_core::ports::{Job, JobQueue};
 use registry_testkit::job_queue_contract::MAX_RECEIVES;
 use registry_testkit::{RealTime, TestTime};
 use serde_json::json;
-
-const HOW_TO_START: &str =
-    "LocalStack is needed: run `localstack/start && source localstack/env` in the repository root";
-
-/// SDK clients for the LocalStack of the environment; panics (fails the test) when it is
-/// not configured or not reachable.
-async fn clients() -> AwsClients {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL")
-        .unwrap_or_else(|_| panic!("AWS_ENDPOINT_URL is not set. {HOW_TO_START}"));
-    let authority = endpoint
-        .split_once("://")
-        .map_or(endpoint.as_str(), |(_, rest)| rest)
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    match tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect(&authority),
-    )
-    .await
-    {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => panic!("LocalStack at {endpoint} is not reachable ({e}). {HOW_TO_START}"),
-        Err(_) => panic!("LocalStack at {endpoint} does not answer. {HOW_TO_START}"),
-    }
-    AwsClients::load(&AwsSettings {
-        endpoint_url: Some(endpoint),
-        region: std::env::var("AWS_REGION").ok(),
-    })
-    .await
-}
 
 /// A queue and its dead-letter queue made for one test; dropping it deletes both.
 struct FreshQueues {
@@ -59,21 +29,13 @@ struct FreshQueues {
 
 impl FreshQueues {
     async fn create(sqs: &Client) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let name = format!(
-            "regtest-jobs-{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = common::unique("regtest-jobs");
         let dlq = sqs
             .create_queue()
             .queue_name(format!("{name}-dlq"))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("CreateQueue (dead letters): {e:?}. {HOW_TO_START}"));
+            .unwrap_or_else(|e| panic!("CreateQueue (dead letters): {e:?}: {HOW_TO_START}"));
         let dead_letter_queue_url = dlq.queue_url().expect("dead-letter queue URL").to_owned();
         let arn = sqs
             .get_queue_attributes()
@@ -110,21 +72,11 @@ impl FreshQueues {
 
 impl Drop for FreshQueues {
     fn drop(&mut self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return;
-        }
-        let sqs = self.sqs.clone();
-        let urls = [self.queue_url.clone(), self.dead_letter_queue_url.clone()];
-        tokio::task::block_in_place(|| {
-            runtime.block_on(async move {
-                for url in urls {
-                    // Best effort: a leftover test queue is harmless.
-                    let _ = sqs.delete_queue().queue_url(url).send().await;
-                }
-            });
+        common::finish_in_drop(async {
+            for url in [&self.queue_url, &self.dead_letter_queue_url] {
+                // Best effort: a leftover test queue is harmless.
+                let _ = self.sqs.delete_queue().queue_url(url).send().await;
+            }
         });
     }
 }

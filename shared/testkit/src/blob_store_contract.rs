@@ -36,7 +36,7 @@ pub fn new_upload_id() -> String {
 }
 
 /// Starts an upload and returns its cursor at offset 0.
-async fn begin(store: &dyn BlobStore) -> UploadCursor {
+pub async fn begin(store: &dyn BlobStore) -> UploadCursor {
     let upload_id = new_upload_id();
     let store_state = store
         .begin_upload(&upload_id)
@@ -50,7 +50,7 @@ async fn begin(store: &dyn BlobStore) -> UploadCursor {
 }
 
 /// Writes `body` (`len` bytes) at `cursor` and returns the cursor the core would save.
-async fn write(
+pub async fn write(
     store: &dyn BlobStore,
     cursor: &UploadCursor,
     body: ByteStream,
@@ -68,11 +68,16 @@ async fn write(
 }
 
 /// Writes `bytes` as one request body at `cursor`.
-async fn write_bytes(store: &dyn BlobStore, cursor: &UploadCursor, bytes: &[u8]) -> UploadCursor {
+pub async fn write_bytes(
+    store: &dyn BlobStore,
+    cursor: &UploadCursor,
+    bytes: &[u8],
+) -> UploadCursor {
     write(store, cursor, stream_of([bytes.to_vec()]), bytes.len()).await
 }
 
-async fn read_upload_bytes(store: &dyn BlobStore, cursor: &UploadCursor) -> Vec<u8> {
+/// The bytes written to the upload so far, as `read_upload` streams them.
+pub async fn read_upload_bytes(store: &dyn BlobStore, cursor: &UploadCursor) -> Vec<u8> {
     let stream = store
         .read_upload(cursor)
         .await
@@ -91,7 +96,8 @@ async fn push(store: &dyn BlobStore, bytes: &[u8]) -> Digest {
     digest
 }
 
-async fn read_all(store: &dyn BlobStore, digest: &Digest) -> Vec<u8> {
+/// A committed blob's bytes (a redirect is followed, as a client would).
+pub async fn read_all(store: &dyn BlobStore, digest: &Digest) -> Vec<u8> {
     let content = store
         .read(digest, None)
         .await
