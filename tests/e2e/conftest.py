@@ -2,7 +2,7 @@
 loopback port with a fresh data dir, talk to it over plain HTTP, and drive skopeo against it.
 
 Env: REGISTRY_BIN (default <repo>/target/debug/registry), REGISTRY_LOG (default
-`info,tower_http=debug`: one log line per request).
+`info`: one log line per request, from the registry's own request logging).
 skopeo always runs with --debug; its stderr (every HTTP request it made) is in the failure message.
 """
 
@@ -27,8 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "registry"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
-# tower_http=debug logs one line per request (method, path, status, latency) for failure reports.
-DEFAULT_LOG = "info,tower_http=debug"
+# The registry logs one line per request (method, path, status, latency) for failure reports.
+DEFAULT_LOG = "info"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
