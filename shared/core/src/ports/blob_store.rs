@@ -35,6 +35,7 @@ impl ByteRange {
         self.end - self.start + 1
     }
 
+    /// Never: an inclusive range holds at least one byte.
     pub fn is_empty(&self) -> bool {
         false
     }
