@@ -141,7 +141,7 @@ pub const UPLOAD_TTL_GRACE_SECS: u64 = 24 * 3600;
 /// Attempts of a write that loses to concurrent transactions before `Conflict`.
 pub const MAX_ATTEMPTS: u32 = 12;
 
-const MAX_TRANSACTION_ITEMS: usize = 100;
+pub(crate) const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Budget for the manifest and its tag copies in one transaction (the limit is 4 MB;
 /// the rest is headroom for keys, the referrer descriptor and the markers).
 const TRANSACTION_RECORD_BUDGET: usize = 3 * 1024 * 1024;
@@ -152,16 +152,16 @@ const ITEM_OVERHEAD: usize = 1024;
 /// The largest record an item can hold (the limit is 400 KB, keys and names included).
 const MAX_INLINE_RECORD: usize = 400_000 - ITEM_OVERHEAD;
 
-const PK: &str = "pk";
-const SK: &str = "sk";
-const V: &str = "v";
+pub(crate) const PK: &str = "pk";
+pub(crate) const SK: &str = "sk";
+pub(crate) const V: &str = "v";
 const CONTENT: &str = "content";
 const S3_KEY: &str = "s3_key";
 const DIGEST: &str = "digest";
 const REV: &str = "rev";
 const SIZE: &str = "size";
 const OFFSET: &str = "offset";
-const EXPIRES_AT: &str = "expires_at";
+pub(crate) const EXPIRES_AT: &str = "expires_at";
 const EXPIRES_AT_MS: &str = "expires_at_ms";
 
 /// Where the metadata lives; filled by the composition root.
@@ -192,12 +192,12 @@ impl DynamoSettings {
 /// Metadata in DynamoDB (and large manifests in S3); cheap to clone.
 #[derive(Clone, Debug)]
 pub struct DynamoMetadataStore {
-    ddb: aws_sdk_dynamodb::Client,
+    pub(crate) ddb: aws_sdk_dynamodb::Client,
     s3: aws_sdk_s3::Client,
     settings: Arc<DynamoSettings>,
 }
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 /// A manifest record without its content: the `v` attribute of manifest and tag items.
 #[derive(Serialize, Deserialize)]
@@ -269,7 +269,7 @@ enum Body {
 }
 
 /// How a transaction ended.
-enum TxOutcome {
+pub(crate) enum TxOutcome {
     Committed,
     /// A condition failed; the reason code of each item, in order.
     ConditionFailed(Vec<String>),
@@ -277,7 +277,10 @@ enum TxOutcome {
 
 /// A failure of `op` as `Storage`: the service's error code and message when there is
 /// one, otherwise the whole error chain.
-fn storage<E: std::error::Error + ProvideErrorMetadata>(op: &str, err: E) -> RegistryError {
+pub(crate) fn storage<E: std::error::Error + ProvideErrorMetadata>(
+    op: &str,
+    err: E,
+) -> RegistryError {
     match err.code() {
         Some(code) => RegistryError::Storage(format!(
             "{op}: {code}: {}",
@@ -291,19 +294,19 @@ fn plain_error(op: &str, err: impl std::error::Error) -> RegistryError {
     RegistryError::Storage(format!("{op}: {}", DisplayErrorContext(&err)))
 }
 
-fn corrupt(op: &str, what: impl std::fmt::Display) -> RegistryError {
+pub(crate) fn corrupt(op: &str, what: impl std::fmt::Display) -> RegistryError {
     RegistryError::Storage(format!("{op}: {what}"))
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: u64) -> AttributeValue {
+pub(crate) fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+pub(crate) fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
     HashMap::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s(sk))])
 }
 
@@ -321,11 +324,11 @@ fn get_s<'i>(item: &'i Item, name: &str) -> Option<&'i str> {
     }
 }
 
-fn require_s<'i>(op: &str, item: &'i Item, name: &str) -> Result<&'i str> {
+pub(crate) fn require_s<'i>(op: &str, item: &'i Item, name: &str) -> Result<&'i str> {
     get_s(item, name).ok_or_else(|| corrupt(op, format!("item lacks string attribute {name}")))
 }
 
-fn require_n(op: &str, item: &Item, name: &str) -> Result<u64> {
+pub(crate) fn require_n(op: &str, item: &Item, name: &str) -> Result<u64> {
     match item.get(name) {
         Some(AttributeValue::N(v)) => v
             .parse()
@@ -334,15 +337,18 @@ fn require_n(op: &str, item: &Item, name: &str) -> Result<u64> {
     }
 }
 
-fn decode_json<T: serde::de::DeserializeOwned>(op: &str, item: &Item) -> Result<T> {
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(op: &str, item: &Item) -> Result<T> {
     serde_json::from_str(require_s(op, item, V)?).map_err(|e| corrupt(op, e))
 }
 
-fn encode_json<T: Serialize>(op: &str, v: &T) -> Result<String> {
+pub(crate) fn encode_json<T: Serialize>(op: &str, v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| corrupt(op, e))
 }
 
-fn build<T>(op: &str, r: std::result::Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T> {
+pub(crate) fn build<T>(
+    op: &str,
+    r: std::result::Result<T, aws_sdk_dynamodb::error::BuildError>,
+) -> Result<T> {
     r.map_err(|e| plain_error(op, e))
 }
 
@@ -361,7 +367,7 @@ fn now_nanos() -> u128 {
 }
 
 /// Sleeps a random time up to 10 ms × 2^attempt (at most 640 ms): full jitter.
-async fn backoff(attempt: u32) {
+pub(crate) async fn backoff(attempt: u32) {
     let cap = 10u64 << attempt.min(6);
     tokio::time::sleep(Duration::from_millis(random_u64() % (cap + 1))).await;
 }
@@ -374,7 +380,7 @@ fn is_transaction_conflict<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse
 }
 
 /// Sends a single-item write again while a transaction holds its item.
-async fn retry_conflicts<T, E, F, Fut>(
+pub(crate) async fn retry_conflicts<T, E, F, Fut>(
     mut send: F,
 ) -> std::result::Result<T, SdkError<E, HttpResponse>>
 where
@@ -470,7 +476,7 @@ impl DynamoMetadataStore {
         }
     }
 
-    fn table(&self) -> &str {
+    pub(crate) fn table(&self) -> &str {
         &self.settings.table
     }
 
@@ -483,7 +489,7 @@ impl DynamoMetadataStore {
         )
     }
 
-    fn put_item(&self, op: &str, item: Item) -> Result<TransactWriteItem> {
+    pub(crate) fn put_item(&self, op: &str, item: Item) -> Result<TransactWriteItem> {
         let put = build(
             op,
             Put::builder()
@@ -502,7 +508,7 @@ impl DynamoMetadataStore {
         ]
     }
 
-    async fn get_item(
+    pub(crate) async fn get_item(
         &self,
         op: &str,
         key: Item,
@@ -525,7 +531,11 @@ impl DynamoMetadataStore {
     }
 
     /// Runs a transaction, retrying while it only loses to concurrent transactions.
-    async fn transact(&self, op: &str, items: Vec<TransactWriteItem>) -> Result<TxOutcome> {
+    pub(crate) async fn transact(
+        &self,
+        op: &str,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<TxOutcome> {
         let mut attempt = 0;
         loop {
             let result = self
@@ -570,7 +580,7 @@ impl DynamoMetadataStore {
 
     /// Sort keys (or `v` values) of partition `pk` starting with `prefix`, strictly after
     /// `prefix + after`, at most `want`, in order.
-    async fn query(
+    pub(crate) async fn query(
         &self,
         op: &str,
         pk: &str,
@@ -615,7 +625,7 @@ impl DynamoMetadataStore {
     }
 
     /// A page of names: the sort keys after `prefix`, `more` when one more exists.
-    async fn list_page(
+    pub(crate) async fn list_page(
         &self,
         op: &str,
         pk: &str,

@@ -2,6 +2,7 @@
 //! `SqsJobQueue`. The only crate that depends on `aws-sdk-*`.
 
 pub mod clients;
+mod dynamo_identity_store;
 pub mod dynamo_metadata_store;
 pub mod s3_blob_store;
 pub mod sqs_batch;

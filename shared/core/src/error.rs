@@ -54,6 +54,12 @@ pub enum RegistryError {
     Conflict(String),
     #[error("storage failure: {0}")]
     Storage(String),
+    /// No credentials, or credentials or a token that do not check out.
+    #[error("authentication required: {0}")]
+    Unauthorized(String),
+    /// An authenticated caller lacks the permission.
+    #[error("requested access to the resource is denied: {0}")]
+    Denied(String),
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

@@ -3,8 +3,10 @@
 //! The HTTP layer decodes a request, calls one method of [`Registry`], and encodes the
 //! answer. Storage is reached only through the ports in [`ports`].
 
+pub mod auth;
 pub mod digest;
 pub mod error;
+pub mod identity;
 pub mod keys;
 pub mod manifest;
 pub mod metrics;

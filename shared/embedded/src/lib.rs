@@ -3,6 +3,7 @@
 
 mod db;
 pub mod file_blob_store;
+pub mod identity_store;
 pub mod job_queue;
 pub mod metadata_store;
 

@@ -27,7 +27,7 @@ struct BlobLinkItem {
     size: u64,
 }
 
-const EMPTY: &[u8] = b"{}";
+pub(crate) const EMPTY: &[u8] = b"{}";
 
 /// Metadata in redb; cheap to clone.
 #[derive(Clone)]
@@ -35,21 +35,21 @@ pub struct EmbeddedMetadataStore {
     db: Arc<Database>,
 }
 
-type Items<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
+pub(crate) type Items<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
 
-fn st<E: std::fmt::Display>(e: E) -> RegistryError {
+pub(crate) fn st<E: std::fmt::Display>(e: E) -> RegistryError {
     RegistryError::storage(e)
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(st)
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(st)
 }
 
-fn get_item<T: DeserializeOwned>(
+pub(crate) fn get_item<T: DeserializeOwned>(
     t: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     pk: &str,
     sk: &str,
@@ -62,7 +62,7 @@ fn get_item<T: DeserializeOwned>(
 
 /// Items of partition `pk` whose sort key starts with `prefix`, strictly after
 /// `prefix + after` when given, at most `limit`.
-fn query(
+pub(crate) fn query(
     t: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     pk: &str,
     prefix: &str,
@@ -91,7 +91,7 @@ fn query(
     Ok(out)
 }
 
-fn page_of(items: Vec<(String, Vec<u8>)>, prefix: &str, limit: usize) -> Page {
+pub(crate) fn page_of(items: Vec<(String, Vec<u8>)>, prefix: &str, limit: usize) -> Page {
     let more = items.len() > limit;
     Page {
         items: items
@@ -120,7 +120,7 @@ impl EmbeddedMetadataStore {
         Ok(EmbeddedMetadataStore { db })
     }
 
-    async fn read<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>) -> Result<T>
@@ -135,7 +135,7 @@ impl EmbeddedMetadataStore {
         .await
     }
 
-    async fn write<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Items<'_>) -> Result<T> + Send + 'static,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use registry_core::ports::{BlobStore, JobQueue, MetadataStore};
+use registry_core::ports::{BlobStore, IdentityStore, JobQueue, MetadataStore};
 use registry_embedded::{EmbeddedJobQueue, EmbeddedMetadataStore, FileBlobStore, open_database};
 use registry_testkit::job_queue_contract::MAX_RECEIVES;
 use registry_testkit::{ManualClock, TestTime};
@@ -16,6 +16,14 @@ async fn file_blob_store() -> (Arc<dyn BlobStore>, TempDir) {
 }
 
 async fn embedded_metadata_store() -> (Arc<dyn MetadataStore>, TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open_database(&dir.path().join("registry.redb")).expect("database");
+    let store = EmbeddedMetadataStore::new(db).expect("metadata store");
+    (Arc::new(store), dir)
+}
+
+/// The identity port of a fresh metadata store (same redb table as the metadata).
+async fn embedded_identity_store() -> (Arc<dyn IdentityStore>, TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = open_database(&dir.path().join("registry.redb")).expect("database");
     let store = EmbeddedMetadataStore::new(db).expect("metadata store");
@@ -42,6 +50,10 @@ mod blob_store {
 
 mod metadata_store {
     registry_testkit::metadata_store_contract_tests!(super::embedded_metadata_store);
+}
+
+mod identity_store {
+    registry_testkit::identity_store_contract_tests!(super::embedded_identity_store);
 }
 
 mod job_queue {

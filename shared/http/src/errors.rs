@@ -34,6 +34,8 @@ pub fn status_and_code(err: &RegistryError) -> (StatusCode, &'static str) {
         E::PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         E::Conflict(_) => (StatusCode::CONFLICT, "BLOB_UPLOAD_INVALID"),
         E::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        E::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        E::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
     }
 }
 

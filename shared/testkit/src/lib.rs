@@ -21,6 +21,7 @@
 
 pub mod blob_store_contract;
 pub mod clock;
+pub mod identity_store_contract;
 pub mod job_queue_contract;
 pub mod metadata_store_contract;
 pub mod support;
@@ -95,6 +96,50 @@ macro_rules! metadata_store_contract_tests {
                 concurrent_upload_updates,
                 large_manifests_round_trip,
                 delete_manifest_with_many_tags,
+            ]
+        );
+    };
+}
+
+/// One `#[tokio::test]` per [`IdentityStore`](registry_core::ports::IdentityStore) check;
+/// `$factory` is `FnMut() -> impl Future<Output = (Arc<dyn IdentityStore>, impl Any)>`.
+#[macro_export]
+macro_rules! identity_store_contract_tests {
+    ($factory:expr $(,)?) => {
+        $crate::__contract_tests!(
+            identity_store_contract,
+            $factory,
+            [
+                users_round_trip,
+                create_user_conflict,
+                list_users_pagination,
+                update_user_keeps_groups_and_memberships,
+                groups_round_trip,
+                list_groups_pagination,
+                groups_of_follows_put_group,
+                delete_group_removes_group_entries_and_memberships,
+                robots_round_trip,
+                create_robot_conflict,
+                list_robots_pagination,
+                projects_round_trip,
+                create_project_conflict,
+                list_projects_pagination,
+                kinds_have_separate_names,
+                set_member_replaces_role,
+                remove_member,
+                list_members,
+                memberships_of_user_and_groups,
+                delete_project_removes_memberships,
+                delete_user_removes_memberships_and_group_entries,
+                delete_robot_removes_memberships,
+                audit_order_and_pagination,
+                login_failures_count_within_window,
+                login_failures_new_window_resets,
+                clear_login_failures,
+                concurrent_set_member,
+                concurrent_login_failures,
+                concurrent_group_puts_stay_consistent,
+                delete_user_racing_put_group_stays_consistent,
             ]
         );
     };

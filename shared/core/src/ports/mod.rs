@@ -2,10 +2,12 @@
 
 pub mod blob_store;
 pub mod clock;
+pub mod identity_store;
 pub mod job_queue;
 pub mod metadata_store;
 
 pub use blob_store::{BlobContent, BlobStore, ByteRange, ByteStream, UploadCursor};
 pub use clock::{Clock, SystemClock};
+pub use identity_store::IdentityStore;
 pub use job_queue::{Job, JobQueue, ReceivedJob};
 pub use metadata_store::{ManifestRecord, MetadataStore, Page, PageRequest};
