@@ -218,9 +218,8 @@ pub async fn run_local(
     let upload_listener = tokio::net::TcpListener::bind(upload_addr).await?;
     let (function, endpoint) = function_and_endpoint(&base, upload_listener.local_addr()?);
     let app = crate::app(&function).await?;
-    let upload_app = registry_http::router(registry_http::AppState {
-        registry: registry_app::compose::build_registry(&endpoint).await?,
-    });
+    let upload_app =
+        registry_http::router(registry_app::compose::build_state(&endpoint, true).await?);
     tracing::info!(
         api = %api_listener.local_addr()?,
         upload = %upload_listener.local_addr()?,
@@ -266,6 +265,8 @@ pub fn function_and_endpoint(
         .clone()
         .unwrap_or_else(|| format!("http://{upload_addr}"));
     let mut function = base.clone();
+    // A local stand-in: without an admin password it runs open, as the local binary does.
+    function.no_auth |= base.admin_password.is_none();
     function.upload_endpoint_url = Some(url.clone());
     function.upload_token_secret = Some(secret.clone());
     function.require_upload_token = false;

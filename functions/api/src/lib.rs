@@ -4,7 +4,6 @@
 pub mod harness;
 
 use registry_app::ServerConfig;
-use registry_http::AppState;
 
 /// Largest request body the function takes when none is configured: under Lambda's 6 MB
 /// payload limit once base64 and the event envelope are added.
@@ -16,6 +15,7 @@ pub async fn app(config: &ServerConfig) -> Result<axum::Router, registry_core::R
     config
         .max_request_body
         .get_or_insert(DEFAULT_MAX_REQUEST_BODY);
-    let registry = registry_app::compose::build_registry(&config).await?;
-    Ok(registry_http::router(AppState { registry }))
+    // A deployed function never runs open by accident: it needs an admin or --no-auth.
+    let state = registry_app::compose::build_state(&config, false).await?;
+    Ok(registry_http::router(state))
 }

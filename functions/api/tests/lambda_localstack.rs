@@ -43,11 +43,11 @@ async fn stack() -> Stack {
     let (function, endpoint) =
         harness::function_and_endpoint(&base, "127.0.0.1:9".parse().unwrap());
     let function = registry_api::app(&function).await.expect("function app");
-    let endpoint = registry_http::router(registry_http::AppState {
-        registry: registry_app::compose::build_registry(&endpoint)
+    let endpoint = registry_http::router(
+        registry_app::compose::build_state(&endpoint, true)
             .await
-            .expect("endpoint registry"),
-    });
+            .expect("endpoint state"),
+    );
     Stack {
         function,
         endpoint,

@@ -1,15 +1,22 @@
-//! Builds the `Registry` over the configured backend: the one place adapters are chosen.
+//! Builds the `Registry` and the authentication over the configured backend: the one
+//! place adapters are chosen and the auth rules of start-up are applied.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use registry_aws::dynamo_metadata_store::{DynamoMetadataStore, DynamoSettings};
 use registry_aws::s3_blob_store::{S3BlobStore, S3BlobStoreSettings};
 use registry_aws::{AwsClients, AwsSettings};
-use registry_core::ports::{BlobStore, MetadataStore, SystemClock};
-use registry_core::{Registry, RegistryConfig, Result};
+use registry_core::auth::{AuthService, AuthSettings, KeySet, ThrottleConfig, TokenIssuer};
+use registry_core::ports::{BlobStore, Clock, IdentityStore, MetadataStore, SystemClock};
+use registry_core::{Registry, RegistryConfig, RegistryError, Result};
 use registry_embedded::{EmbeddedMetadataStore, FileBlobStore, open_database};
+use registry_http::AppState;
 
 use crate::config::{AwsConfig, Backend, ServerConfig};
+
+/// The token service name (the audience of bearer tokens).
+pub const TOKEN_SERVICE: &str = "registry";
 
 /// The use-case settings that come from configuration.
 pub fn registry_config(config: &ServerConfig) -> RegistryConfig {
@@ -39,14 +46,23 @@ pub async fn aws_clients(aws: &AwsConfig) -> AwsClients {
 }
 
 /// The storage adapters of the configured backend.
-pub async fn stores(config: &ServerConfig) -> Result<(Arc<dyn BlobStore>, Arc<dyn MetadataStore>)> {
+pub struct Stores {
+    pub blobs: Arc<dyn BlobStore>,
+    pub meta: Arc<dyn MetadataStore>,
+    pub identities: Arc<dyn IdentityStore>,
+}
+
+/// The storage adapters of the configured backend.
+pub async fn stores(config: &ServerConfig) -> Result<Stores> {
     match config.backend {
         Backend::Embedded => {
             let db = open_database(&config.data_dir.join("metadata.redb"))?;
-            Ok((
-                Arc::new(FileBlobStore::new(&config.data_dir)?),
-                Arc::new(EmbeddedMetadataStore::new(db)?),
-            ))
+            let meta = Arc::new(EmbeddedMetadataStore::new(db)?);
+            Ok(Stores {
+                blobs: Arc::new(FileBlobStore::new(&config.data_dir)?),
+                meta: meta.clone(),
+                identities: meta,
+            })
         }
         Backend::Aws => {
             let aws = &config.aws;
@@ -60,26 +76,130 @@ pub async fn stores(config: &ServerConfig) -> Result<(Arc<dyn BlobStore>, Arc<dy
                     ..S3BlobStoreSettings::new(&aws.bucket)
                 },
             )?;
-            let meta = DynamoMetadataStore::new(
+            let meta = Arc::new(DynamoMetadataStore::new(
                 clients.dynamodb.clone(),
                 clients.s3.clone(),
                 DynamoSettings {
                     manifest_prefix: format!("{}manifests/", aws.prefix),
                     ..DynamoSettings::new(&aws.table, &aws.bucket)
                 },
-            );
-            Ok((Arc::new(blobs), Arc::new(meta)))
+            ));
+            Ok(Stores {
+                blobs: Arc::new(blobs),
+                meta: meta.clone(),
+                identities: meta,
+            })
         }
     }
 }
 
 /// The registry over the configured backend.
 pub async fn build_registry(config: &ServerConfig) -> Result<Arc<Registry>> {
-    let (blobs, meta) = stores(config).await?;
-    Ok(Arc::new(Registry::new(
-        blobs,
-        meta,
-        Arc::new(SystemClock),
-        registry_config(config),
+    Ok(build_state(config, true).await?.registry)
+}
+
+/// The signing keys: from configuration, or (embedded) a key file generated on first start.
+fn signing_keys(config: &ServerConfig) -> Result<KeySet> {
+    let pem = match (&config.token_signing_key, config.backend) {
+        (Some(pem), _) => pem.clone(),
+        (None, Backend::Embedded) => {
+            let path = config.data_dir.join("token-signing-key.pem");
+            match std::fs::read_to_string(&path) {
+                Ok(pem) => pem,
+                Err(_) => {
+                    let (_, pem) = KeySet::generate_pem()?;
+                    std::fs::create_dir_all(&config.data_dir).map_err(RegistryError::storage)?;
+                    write_private(&path, &pem)?;
+                    pem
+                }
+            }
+        }
+        (None, Backend::Aws) => {
+            return Err(RegistryError::Storage(
+                "REGISTRY_TOKEN_SIGNING_KEY is required with authentication on the AWS backend"
+                    .into(),
+            ));
+        }
+    };
+    let kid = registry_core::auth::token::key_id(&pem)?;
+    KeySet::from_pems((&kid, &pem), std::iter::empty())
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(RegistryError::storage)?;
+    f.write_all(contents.as_bytes())
+        .map_err(RegistryError::storage)
+}
+
+/// Whether authentication is on, by the start-up rules: on with an admin password; off
+/// with `--no-auth`; off (with a warning) on a loopback address when `open_on_loopback`;
+/// otherwise the process refuses to start.
+pub fn auth_enabled(config: &ServerConfig, open_on_loopback: bool) -> Result<bool> {
+    if config.admin_password.is_some() {
+        return Ok(true);
+    }
+    if config.no_auth {
+        tracing::warn!(
+            "authentication is off (--no-auth): anyone who reaches this registry can do anything"
+        );
+        return Ok(false);
+    }
+    if open_on_loopback && config.addr.ip().is_loopback() {
+        tracing::warn!(
+            addr = %config.addr,
+            "authentication is off: no REGISTRY_ADMIN_PASSWORD, and the registry listens on loopback only"
+        );
+        return Ok(false);
+    }
+    Err(RegistryError::Storage(format!(
+        "refusing to start on {} without authentication: set REGISTRY_ADMIN_PASSWORD, or pass --no-auth",
+        config.addr
     )))
+}
+
+/// The application state: the registry and, when on, the authentication.
+pub async fn build_state(config: &ServerConfig, open_on_loopback: bool) -> Result<AppState> {
+    let stores = stores(config).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let registry = Arc::new(Registry::new(
+        stores.blobs,
+        stores.meta,
+        clock.clone(),
+        registry_config(config),
+    ));
+    let auth = if auth_enabled(config, open_on_loopback)? {
+        let public = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.addr));
+        let issuer = TokenIssuer::new(signing_keys(config)?, TOKEN_SERVICE, TOKEN_SERVICE);
+        let auth = Arc::new(AuthService::new(
+            stores.identities,
+            issuer,
+            clock,
+            AuthSettings {
+                realm: format!("{}/token", public.trim_end_matches('/')),
+                service: TOKEN_SERVICE.to_owned(),
+                token_ttl: Duration::from_secs(config.token_ttl_secs),
+                refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+                throttle: ThrottleConfig::default(),
+            },
+        ));
+        if let Some(password) = &config.admin_password
+            && auth.ensure_admin(&config.admin_user, password).await?
+        {
+            tracing::info!(user = %config.admin_user, "created the initial system admin");
+        }
+        Some(auth)
+    } else {
+        None
+    };
+    Ok(AppState { registry, auth })
 }

@@ -71,6 +71,33 @@ pub struct ServerConfig {
     #[arg(long, env = "REGISTRY_REQUIRE_UPLOAD_TOKEN", default_value_t = false)]
     pub require_upload_token: bool,
 
+    /// Password of the initial system admin, created on first start. Turns
+    /// authentication on. Never logged.
+    #[arg(long, env = "REGISTRY_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Name of the initial system admin.
+    #[arg(long, env = "REGISTRY_ADMIN_USER", default_value = "admin")]
+    pub admin_user: String,
+
+    /// Run without authentication even on a non-loopback address.
+    #[arg(long, env = "REGISTRY_NO_AUTH", default_value_t = false)]
+    pub no_auth: bool,
+
+    /// The registry's public base URL (the token realm is `<url>/token`); defaults to
+    /// `http://<addr>`.
+    #[arg(long, env = "REGISTRY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// The token signing key (PKCS#8 PEM); embedded default: a key file generated under
+    /// the data dir. Never logged.
+    #[arg(long, env = "REGISTRY_TOKEN_SIGNING_KEY", hide_env_values = true)]
+    pub token_signing_key: Option<String>,
+
+    /// Lifetime of bearer tokens, in seconds.
+    #[arg(long, env = "REGISTRY_TOKEN_TTL_SECS", default_value_t = 300)]
+    pub token_ttl_secs: u64,
+
     #[command(flatten)]
     pub aws: AwsConfig,
 }

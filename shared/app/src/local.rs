@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use registry_http::AppState;
-
-use crate::compose::build_registry;
+use crate::compose::build_state;
 use crate::config::ServerConfig;
 use crate::logging::init_logging;
 
@@ -23,8 +21,8 @@ async fn shutdown_signal() {
 /// Runs the registry server until SIGINT or SIGTERM.
 pub async fn run(config: ServerConfig) -> Result<(), crate::BoxError> {
     init_logging(&config.log, config.log_format)?;
-    let registry = build_registry(&config).await?;
-    let sweeper = registry.clone();
+    let state = build_state(&config, true).await?;
+    let sweeper = state.registry.clone();
     let interval = Duration::from_secs(config.sweep_interval_secs.max(1));
     tokio::spawn(async move {
         loop {
@@ -42,8 +40,9 @@ pub async fn run(config: ServerConfig) -> Result<(), crate::BoxError> {
         backend = ?config.backend,
         data_dir = %config.data_dir.display(),
         upload_endpoint = config.require_upload_token,
+        auth = state.auth.is_some(),
         "registry listening"
     );
-    registry_http::serve(listener, AppState { registry }, shutdown_signal()).await?;
+    registry_http::serve(listener, state, shutdown_signal()).await?;
     Ok(())
 }

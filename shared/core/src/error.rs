@@ -60,6 +60,9 @@ pub enum RegistryError {
     /// An authenticated caller lacks the permission.
     #[error("requested access to the resource is denied: {0}")]
     Denied(String),
+    /// Too many requests (failed logins): retry later.
+    #[error("too many requests: {0}")]
+    TooManyRequests(String),
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

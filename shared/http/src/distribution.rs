@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Extension, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
@@ -19,6 +19,7 @@ use registry_core::{Digest, DigestAlgorithm, Reference, Registry, RegistryError,
 use serde_json::json;
 
 use crate::AppState;
+use crate::auth::AuthContext;
 use crate::errors::ApiError;
 
 type ApiResult = Result<Response, ApiError>;
@@ -38,7 +39,7 @@ pub async fn api_root() -> Response {
 
 /// A `/v2/…` path split into repository and endpoint.
 #[derive(Debug, PartialEq, Eq)]
-enum Route<'a> {
+pub(crate) enum Route<'a> {
     Tags(&'a str),
     Manifest(&'a str, &'a str),
     Blob(&'a str, &'a str),
@@ -60,7 +61,7 @@ impl Route<'_> {
     }
 }
 
-fn parse_route(rest: &str) -> Option<Route<'_>> {
+pub(crate) fn parse_route(rest: &str) -> Option<Route<'_>> {
     let rest = rest
         .strip_suffix('/')
         .filter(|r| r.ends_with("/blobs/uploads"))
@@ -226,16 +227,21 @@ fn page_response(
     res
 }
 
-/// `GET /v2/_catalog?n=&last=`.
+/// `GET /v2/_catalog?n=&last=`: only the repositories the caller may pull.
 pub async fn catalog(
     State(state): State<AppState>,
+    Extension(ctx): Extension<AuthContext>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let n = page_limit(&query)?;
-    let page = state
+    let mut page = state
         .registry
         .catalog(n, query.get("last").cloned())
         .await?;
+    if let Some(auth) = &state.auth {
+        let caller = auth.caller_of_subject(&ctx.subject).await?;
+        page.items = auth.pullable(&caller, page.items).await?;
+    }
     Ok(page_response(
         page,
         "/v2/_catalog",

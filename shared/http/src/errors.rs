@@ -36,6 +36,7 @@ pub fn status_and_code(err: &RegistryError) -> (StatusCode, &'static str) {
         E::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         E::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         E::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+        E::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Routes decode a request, call one use-case of [`registry_core::Registry`] and encode
 //! its answer; [`errors`] is the one table from core errors to OCI error codes.
 
+pub mod auth;
 pub mod distribution;
 pub mod errors;
 pub mod observe;
@@ -19,6 +20,8 @@ use registry_core::Registry;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Authentication and authorization; `None` turns them off (loopback development).
+    pub auth: Option<Arc<registry_core::auth::AuthService>>,
 }
 
 /// The header every `/v2` response carries.
@@ -32,12 +35,19 @@ async fn add_api_version(mut res: Response) -> Response {
 
 /// The whole application: `/v2/…` and nothing else yet.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let v2 = Router::new()
         .route("/v2", get(distribution::api_root))
         .route("/v2/", get(distribution::api_root))
         .route("/v2/_catalog", get(distribution::catalog))
         .route("/v2/{*rest}", any(distribution::dispatch))
-        .layer(axum::middleware::map_response(add_api_version))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
+        .layer(axum::middleware::map_response(add_api_version));
+    Router::new()
+        .merge(v2)
+        .route("/token", get(auth::token_get).post(auth::token_post))
         .layer(axum::middleware::from_fn(observe::observe))
         .with_state(state)
 }

@@ -5,11 +5,13 @@
 pub mod password;
 pub mod policy;
 pub mod scope;
+pub mod service;
 pub mod throttle;
 pub mod token;
 
 pub use password::{constant_time_eq, generate_secret, hash_password, verify_password};
 pub use policy::{Caller, Grants, allowed, grant_scopes, granted_actions};
 pub use scope::{Resource, Scope, parse_scopes};
+pub use service::{AuthService, AuthSettings, Credentials, Decided, TokenGrant};
 pub use throttle::{Decision, FailureWindow, ThrottleConfig};
 pub use token::{Claims, KeySet, TokenIssuer, TokenType};

@@ -169,6 +169,15 @@ fn load_private(kid: &str, pem: &str) -> Result<(SigningKey, VerifyingKey)> {
     Ok((signing, verifying))
 }
 
+/// The key id (RFC 7638 JWK thumbprint) of a P-256 private key PEM.
+pub fn key_id(pem: &str) -> Result<String> {
+    let encoding = EncodingKey::from_ec_pem(pem.as_bytes())
+        .map_err(|_| internal("the signing key is not a PKCS#8 EC private key PEM"))?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, encoding.as_bytes())
+        .map_err(|_| internal("the signing key is not a valid P-256 private key"))?;
+    Ok(thumbprint(pair.public_key().as_ref()))
+}
+
 /// A verification key from a PEM: a P-256 public key (`PUBLIC KEY`) or private key
 /// (`PRIVATE KEY`, of which only the public half is kept).
 fn load_verifying(kid: &str, pem: &str) -> Result<VerifyingKey> {

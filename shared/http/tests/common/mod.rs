@@ -91,6 +91,7 @@ impl TestRegistry {
         let registry = Registry::new(blobs, meta, clock.clone(), config.clone());
         let app = registry_http::router(AppState {
             registry: Arc::new(registry),
+            auth: None,
         });
         TestRegistry {
             app,
