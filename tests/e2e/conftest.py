@@ -20,8 +20,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import pytest
+
+from containers import Containers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "registry"
@@ -59,10 +62,13 @@ _opener = urllib.request.build_opener(_NoRedirect)
 class RegistryProcess:
     """One `registry` process over a data dir; can be stopped and started again on it."""
 
-    def __init__(self, binary: Path, data_dir: Path, log_path: Path):
+    def __init__(self, binary: Path, data_dir: Path, log_path: Path, extra_args: Sequence[str] = ()):
         self.binary = binary
         self.data_dir = data_dir
         self.log_path = log_path
+        # More command-line arguments (e.g. `--admin-password pw`); with any, a 401 on `/v2/`
+        # (authentication on) also counts as ready.
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
 
@@ -89,6 +95,7 @@ class RegistryProcess:
                         "--addr", self.host,
                         "--data-dir", str(self.data_dir),
                         "--log", os.environ.get("REGISTRY_LOG", DEFAULT_LOG),
+                        *self.extra_args,
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -106,16 +113,17 @@ class RegistryProcess:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
+        ready = (200, 401) if self.extra_args else (200,)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"registry exited with {self.proc.returncode} before answering")
             try:
-                if self.request("GET", "/v2/", timeout=2).status == 200:
+                if self.request("GET", "/v2/", timeout=2).status in ready:
                     return
             except OSError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"GET /v2/ did not answer 200 within {START_TIMEOUT}s")
+        raise RuntimeError(f"GET /v2/ did not answer {ready} within {START_TIMEOUT}s")
 
     def stop(self, sig=signal.SIGTERM) -> int:
         """Signals the process and waits; returns its exit code (SIGKILL after a timeout)."""
@@ -169,12 +177,12 @@ def registry_factory(registry_bin, tmp_path, request):
     procs: list[RegistryProcess] = []
     request.node._registry_procs = procs
 
-    def make(data_dir: Path | None = None) -> RegistryProcess:
+    def make(data_dir: Path | None = None, extra_args: Sequence[str] = ()) -> RegistryProcess:
         n = len(procs)
         if data_dir is None:
             data_dir = tmp_path / f"data{n}"
             data_dir.mkdir()
-        proc = RegistryProcess(registry_bin, data_dir, tmp_path / f"registry{n}.log")
+        proc = RegistryProcess(registry_bin, data_dir, tmp_path / f"registry{n}.log", extra_args)
         procs.append(proc)
         return proc
 
@@ -270,3 +278,20 @@ class Skopeo:
 @pytest.fixture(scope="session")
 def skopeo(tmp_path_factory) -> Skopeo:
     return Skopeo(tmp_path_factory.mktemp("skopeo-config"))
+
+
+# ---- podman and buildah --------------------------------------------------------------
+
+
+@pytest.fixture
+def containers(tmp_path):
+    """Makes `Containers` (podman/buildah over private storage) under the test's temp dir."""
+    made: list[Containers] = []
+
+    def make(name: str) -> Containers:
+        made.append(Containers(tmp_path / name))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()

@@ -5,6 +5,7 @@ limits) with large layers going to the upload endpoint; blob pulls follow 307s t
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 
@@ -39,14 +40,16 @@ def test_local_binary_on_aws_backend_round_trips_with_redirects(registry_bin, sk
     layout = Layout(tmp_path / "src")
     img = layout.add_image(sample_layers("aws-local"))
     layout.tag(img.descriptor, "v1")
-    roundtrip(skopeo, layout, img, reg.host, "e2e/aws-local", tmp_path)
+    # The DynamoDB table outlives runs (S3 prefixes do not): a fresh repository per run.
+    repo = f"e2e/aws-local-{uuid.uuid4().hex[:8]}"
+    roundtrip(skopeo, layout, img, reg.host, repo, tmp_path)
 
     # A blob GET is a redirect to a presigned S3 URL on the emulator.
-    res = reg.request("GET", f"/v2/e2e/aws-local/blobs/{img.layer_digests[0]}")
+    res = reg.request("GET", f"/v2/{repo}/blobs/{img.layer_digests[0]}")
     assert res.status == 307
     assert res.headers["location"].startswith(os.environ["AWS_ENDPOINT_URL"])
     assert "X-Amz-Signature=" in res.headers["location"]
-    tags = reg.request("GET", "/v2/e2e/aws-local/tags/list").json()
+    tags = reg.request("GET", f"/v2/{repo}/tags/list").json()
     assert tags["tags"] == ["v1"]
 
 
@@ -59,17 +62,18 @@ def test_lambda_function_with_upload_endpoint_takes_a_large_layer(skopeo, tmp_pa
     img = layout.add_image(layers)
     assert max(len(l) for l in img.layers) >= LARGE_LAYER
     layout.tag(img.descriptor, "v1")
-    roundtrip(skopeo, layout, img, harness.host, "e2e/lambda", tmp_path)
+    repo = f"e2e/lambda-{uuid.uuid4().hex[:8]}"
+    roundtrip(skopeo, layout, img, harness.host, repo, tmp_path)
 
     # Upload sessions handed out by the function point at the upload endpoint, signed.
-    res = harness.request("POST", "/v2/e2e/lambda/blobs/uploads/", data=b"")
+    res = harness.request("POST", f"/v2/{repo}/blobs/uploads/", data=b"")
     assert res.status == 202
     assert res.headers["location"].startswith(f"http://127.0.0.1:{harness.upload_port}/v2/")
     assert "_state=" in res.headers["location"]
     # The manifest comes back byte-identical through the function.
-    res = harness.request("GET", "/v2/e2e/lambda/manifests/v1", {"Accept": OCI_MANIFEST})
+    res = harness.request("GET", f"/v2/{repo}/manifests/v1", {"Accept": OCI_MANIFEST})
     assert res.status == 200 and res.body == img.manifest
     # A body over the Lambda payload limit never reaches the function.
-    big = harness.request("PATCH", "/v2/e2e/lambda/blobs/uploads/anything",
+    big = harness.request("PATCH", f"/v2/{repo}/blobs/uploads/anything",
                           {"Content-Type": "application/octet-stream"}, data=b"\0" * (7 * 1024 * 1024))
     assert big.status == 413

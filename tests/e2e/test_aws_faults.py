@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 
 import pytest
 
@@ -31,7 +32,8 @@ def test_localstack_stopped_mid_push_then_restarted(skopeo, tmp_path):
         big = os.urandom(120 * 1024 * 1024)
         img = layout.add_image(sample_layers("faults") + [{"big.bin": big}])
         layout.tag(img.descriptor, "v1")
-        dest = f"docker://{harness.host}/e2e/faults:v1"
+        repo = f"e2e/faults-{uuid.uuid4().hex[:8]}"
+        dest = f"docker://{harness.host}/{repo}:v1"
 
         err_path = tmp_path / "skopeo-first.err"
         with open(err_path, "w") as err:
@@ -55,7 +57,7 @@ def test_localstack_stopped_mid_push_then_restarted(skopeo, tmp_path):
         localstack("start")
         # Nothing half-written is visible: the big layer is unknown in the repository.
         big_digest = img.layer_digests[-1]
-        assert harness.request("HEAD", f"/v2/e2e/faults/blobs/{big_digest}").status == 404
+        assert harness.request("HEAD", f"/v2/{repo}/blobs/{big_digest}").status == 404
 
         # The retry succeeds and the image reads back byte for byte.
         skopeo.copy(f"oci:{layout.root}:v1", dest)
