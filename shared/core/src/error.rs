@@ -60,9 +60,12 @@ pub enum RegistryError {
     /// An authenticated caller lacks the permission.
     #[error("requested access to the resource is denied: {0}")]
     Denied(String),
-    /// Too many requests (failed logins): retry later.
-    #[error("too many requests: {0}")]
-    TooManyRequests(String),
+    /// Too many requests (failed logins): retry after `retry_after_secs`.
+    #[error("too many requests: {message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

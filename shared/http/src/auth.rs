@@ -150,9 +150,19 @@ pub async fn authorize(
         });
         return next.run(request).await;
     };
-    // The upload endpoint trusts its signed session tokens instead of credentials.
+    // The upload endpoint trusts its signed session tokens instead of credentials, on
+    // upload-session routes only (the registry checks the token there); elsewhere a
+    // `_state` parameter must not skip authorization.
     if state.registry.config().require_upload_token
         && request.uri().query().is_some_and(|q| q.contains("_state="))
+        && matches!(
+            request
+                .uri()
+                .path()
+                .strip_prefix("/v2/")
+                .and_then(parse_route),
+            Some(Route::Upload(..))
+        )
     {
         request.extensions_mut().insert(AuthContext {
             subject: "upload-token".into(),

@@ -36,7 +36,7 @@ pub fn status_and_code(err: &RegistryError) -> (StatusCode, &'static str) {
         E::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         E::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         E::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
-        E::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+        E::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
     }
 }
 
@@ -70,6 +70,9 @@ impl IntoResponse for ApiError {
                 Some(("content-range", format!("bytes */{size}")))
             }
             RegistryError::MethodNotAllowed { allow, .. } => Some(("allow", (*allow).to_owned())),
+            RegistryError::TooManyRequests {
+                retry_after_secs, ..
+            } => Some(("retry-after", retry_after_secs.to_string())),
             _ => None,
         };
         if let Some((name, value)) = extra

@@ -169,10 +169,11 @@ impl AuthService {
             Decision::Allow => {}
             Decision::Delay(d) => tokio::time::sleep(d).await,
             Decision::Refuse { retry_after } => {
-                return Err(RegistryError::TooManyRequests(format!(
-                    "too many failed logins; retry in {} s",
-                    retry_after.as_secs().max(1)
-                )));
+                let secs = retry_after.as_secs().max(1);
+                return Err(RegistryError::TooManyRequests {
+                    message: format!("too many failed logins; retry in {secs} s"),
+                    retry_after_secs: secs,
+                });
             }
         }
         let caller = self.check_password(username, password, now).await?;
