@@ -181,7 +181,7 @@ pub async fn build_state(config: &ServerConfig, open_on_loopback: bool) -> Resul
             .unwrap_or_else(|| format!("http://{}", config.addr));
         let issuer = TokenIssuer::new(signing_keys(config)?, TOKEN_SERVICE, TOKEN_SERVICE);
         let auth = Arc::new(AuthService::new(
-            stores.identities,
+            stores.identities.clone(),
             issuer,
             clock,
             AuthSettings {
@@ -201,5 +201,9 @@ pub async fn build_state(config: &ServerConfig, open_on_loopback: bool) -> Resul
     } else {
         None
     };
-    Ok(AppState { registry, auth })
+    Ok(AppState {
+        registry,
+        auth,
+        identities: Some(stores.identities),
+    })
 }

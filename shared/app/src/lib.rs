@@ -1,6 +1,7 @@
 //! The composition root: reads configuration (flags and environment, nowhere else),
 //! builds the storage adapters and the `Registry`, and runs the server process.
 
+pub mod cli;
 pub mod compose;
 pub mod config;
 pub mod local;

@@ -52,6 +52,9 @@ pub enum RegistryError {
     /// A conditional write lost a race; the caller may retry.
     #[error("concurrent modification: {0}")]
     Conflict(String),
+    /// A name to create is taken (a user, group, project or robot).
+    #[error("{0} already exists")]
+    AlreadyExists(String),
     #[error("storage failure: {0}")]
     Storage(String),
     /// No credentials, or credentials or a token that do not check out.

@@ -3,6 +3,7 @@
 //! The HTTP layer decodes a request, calls one method of [`Registry`], and encodes the
 //! answer. Storage is reached only through the ports in [`ports`].
 
+pub mod admin;
 pub mod auth;
 pub mod digest;
 pub mod error;

@@ -143,6 +143,11 @@ impl Registry {
         &self.config
     }
 
+    /// The registry's time source.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     fn upload_lock(&self, upload_id: &str) -> &tokio::sync::Mutex<()> {
         let mut h = DefaultHasher::new();
         upload_id.hash(&mut h);

@@ -33,6 +33,7 @@ pub fn status_and_code(err: &RegistryError) -> (StatusCode, &'static str) {
         E::Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         E::PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         E::Conflict(_) => (StatusCode::CONFLICT, "BLOB_UPLOAD_INVALID"),
+        E::AlreadyExists(_) => (StatusCode::CONFLICT, "UNSUPPORTED"),
         E::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         E::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         E::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),

@@ -1,11 +1,14 @@
-//! The registry's HTTP API: the axum Router serving the OCI Distribution API v1.1.
+//! The registry's HTTP API: the axum Router serving the OCI Distribution API v1.1, the
+//! token endpoint and the management API (`/api/v1`, [`management`]).
 //!
-//! Routes decode a request, call one use-case of [`registry_core::Registry`] and encode
-//! its answer; [`errors`] is the one table from core errors to OCI error codes.
+//! Routes decode a request, call one use-case of [`registry_core::Registry`] (or of
+//! [`registry_core::admin::Admin`]) and encode its answer; [`errors`] is the one table
+//! from core errors to OCI error codes.
 
 pub mod auth;
 pub mod distribution;
 pub mod errors;
+pub mod management;
 pub mod observe;
 
 use std::sync::Arc;
@@ -22,6 +25,10 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Authentication and authorization; `None` turns them off (loopback development).
     pub auth: Option<Arc<registry_core::auth::AuthService>>,
+    /// The identity store the management API (`/api/v1`) works on when authentication is
+    /// off (with it on, the `AuthService`'s store is used); `None` with `auth` `None`: the
+    /// management API answers that it is unavailable.
+    pub identities: Option<Arc<dyn registry_core::ports::IdentityStore>>,
 }
 
 /// The header every `/v2` response carries.
@@ -33,7 +40,7 @@ async fn add_api_version(mut res: Response) -> Response {
     res
 }
 
-/// The whole application: `/v2/…` and nothing else yet.
+/// The whole application: `/v2/…`, `/token` and the management API `/api/v1/…`.
 pub fn router(state: AppState) -> Router {
     let v2 = Router::new()
         .route("/v2", get(distribution::api_root))
@@ -47,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(add_api_version));
     Router::new()
         .merge(v2)
+        .merge(management::routes())
         .route("/token", get(auth::token_get).post(auth::token_post))
         .layer(axum::middleware::from_fn(observe::observe))
         .with_state(state)

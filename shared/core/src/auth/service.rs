@@ -107,6 +107,11 @@ impl AuthService {
         &self.store
     }
 
+    /// The time source of logins, tokens and audit records.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// Records an audit event (actor, action, target).
     pub async fn audit(&self, actor: &str, action: &str, target: &str, detail: &str) -> Result<()> {
         let now = self.clock.now_millis();

@@ -9,12 +9,14 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use registry_core::auth::{AuthService, AuthSettings, KeySet, ThrottleConfig, TokenIssuer};
 use registry_core::ports::Clock;
 use registry_core::{Digest, DigestAlgorithm, Registry, RegistryConfig};
 use registry_embedded::{EmbeddedMetadataStore, FileBlobStore, open_database};
@@ -74,8 +76,14 @@ pub struct TestRegistry {
     app: Router,
     pub clock: Arc<TestClock>,
     pub config: RegistryConfig,
+    /// The authentication, when on ([`TestRegistry::with_auth`]).
+    pub auth: Option<Arc<AuthService>>,
     dir: TempDir,
 }
+
+/// The system admin of [`TestRegistry::with_auth`].
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-password";
 
 impl TestRegistry {
     pub fn new() -> Self {
@@ -83,20 +91,55 @@ impl TestRegistry {
     }
 
     pub fn with_config(config: RegistryConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// A registry with authentication on: an `AuthService` over the embedded store with a
+    /// generated signing key, and the system admin [`ADMIN_USER`] / [`ADMIN_PASSWORD`].
+    pub async fn with_auth() -> Self {
+        let settings = AuthSettings {
+            realm: "http://registry.test/token".into(),
+            service: "registry".into(),
+            token_ttl: Duration::from_secs(300),
+            refresh_ttl: Duration::from_secs(3600),
+            throttle: ThrottleConfig::default(),
+        };
+        let this = Self::build(RegistryConfig::default(), Some(settings));
+        let auth = this.auth.clone().expect("auth on");
+        assert!(
+            auth.ensure_admin(ADMIN_USER, ADMIN_PASSWORD)
+                .await
+                .expect("create the admin")
+        );
+        this
+    }
+
+    fn build(config: RegistryConfig, auth: Option<AuthSettings>) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let db = open_database(&dir.path().join("metadata.redb")).expect("open redb");
         let meta = Arc::new(EmbeddedMetadataStore::new(db).expect("metadata store"));
         let blobs = Arc::new(FileBlobStore::new(dir.path()).expect("blob store"));
         let clock = Arc::new(TestClock(AtomicU64::new(TestClock::START_MS)));
-        let registry = Registry::new(blobs, meta, clock.clone(), config.clone());
+        let registry = Registry::new(blobs, meta.clone(), clock.clone(), config.clone());
+        let auth = auth.map(|settings| {
+            let keys = KeySet::generate().expect("signing key");
+            Arc::new(AuthService::new(
+                meta.clone(),
+                TokenIssuer::new(keys, "registry", "registry"),
+                clock.clone(),
+                settings,
+            ))
+        });
         let app = registry_http::router(AppState {
             registry: Arc::new(registry),
-            auth: None,
+            auth: auth.clone(),
+            identities: Some(meta),
         });
         TestRegistry {
             app,
             clock,
             config,
+            auth,
             dir,
         }
     }
@@ -263,6 +306,25 @@ impl Call {
                 "client went away (simulated)",
             ))));
         self.raw_body(Body::from_stream(futures_util::stream::iter(frames)))
+    }
+
+    /// `Authorization: Basic <user:password>`.
+    pub fn basic(self, user: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.header("authorization", format!("Basic {encoded}"))
+    }
+
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", format!("Bearer {token}"))
+    }
+
+    /// A JSON body with `Content-Type: application/json`.
+    pub fn json(self, value: &Value) -> Self {
+        self.header("content-type", "application/json")
+            .bytes(serde_json::to_vec(value).expect("serialise JSON"))
     }
 
     /// A body with no `Content-Length` header added.
