@@ -122,7 +122,20 @@ fn signing_keys(config: &ServerConfig) -> Result<KeySet> {
         }
     };
     let kid = registry_core::auth::token::key_id(&pem)?;
-    KeySet::from_pems((&kid, &pem), std::iter::empty())
+    // Rotation: the previous keys keep verifying the tokens they signed.
+    let previous: Vec<(String, String)> = config
+        .token_previous_keys
+        .as_deref()
+        .map(registry_core::auth::token::split_pems)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| Ok((registry_core::auth::token::key_id_of_any(&p)?, p)))
+        .collect::<Result<_>>()?;
+    let previous = previous.iter().filter(|(k, _)| *k != kid);
+    KeySet::from_pems(
+        (&kid, &pem),
+        previous.map(|(k, p)| (k.as_str(), p.as_str())),
+    )
 }
 
 fn write_private(path: &std::path::Path, contents: &str) -> Result<()> {

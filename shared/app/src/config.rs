@@ -94,6 +94,11 @@ pub struct ServerConfig {
     #[arg(long, env = "REGISTRY_TOKEN_SIGNING_KEY", hide_env_values = true)]
     pub token_signing_key: Option<String>,
 
+    /// Earlier signing keys (concatenated PEM blocks, public or private) that still
+    /// verify tokens after a rotation, until they are removed.
+    #[arg(long, env = "REGISTRY_TOKEN_PREVIOUS_KEYS", hide_env_values = true)]
+    pub token_previous_keys: Option<String>,
+
     /// Lifetime of bearer tokens, in seconds.
     #[arg(long, env = "REGISTRY_TOKEN_TTL_SECS", default_value_t = 300)]
     pub token_ttl_secs: u64,

@@ -178,6 +178,39 @@ pub fn key_id(pem: &str) -> Result<String> {
     Ok(thumbprint(pair.public_key().as_ref()))
 }
 
+/// The key id of a P-256 public or private key PEM.
+pub fn key_id_of_any(pem: &str) -> Result<String> {
+    if pem.contains("PRIVATE KEY") {
+        return key_id(pem);
+    }
+    let decoding = DecodingKey::from_ec_pem(pem.as_bytes())
+        .map_err(|_| internal("a verification key is not an EC public key PEM"))?;
+    let point = decoding
+        .try_get_as_bytes()
+        .map_err(|_| internal("a verification key has no key bytes"))?;
+    if point.len() != 65 || point[0] != 4 {
+        return Err(internal("a verification key is not a P-256 public key"));
+    }
+    Ok(thumbprint(point))
+}
+
+/// Splits concatenated PEM blocks (`-----BEGIN …-----` … `-----END …-----`).
+pub fn split_pems(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if line.starts_with("-----BEGIN ") {
+            current.clear();
+        }
+        current.push_str(line);
+        current.push('\n');
+        if line.starts_with("-----END ") {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    out
+}
+
 /// A verification key from a PEM: a P-256 public key (`PUBLIC KEY`) or private key
 /// (`PRIVATE KEY`, of which only the public half is kept).
 fn load_verifying(kid: &str, pem: &str) -> Result<VerifyingKey> {
