@@ -121,10 +121,7 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem};
 use registry_core::identity::{
     AuditRecord, Group, Membership, Principal, Project, Robot, Role, User,
 };
@@ -927,33 +924,11 @@ impl IdentityStore for DynamoMetadataStore {
         let v = encode_json(OP, record)?;
         let mut item = key(AUDIT, record.id.as_str());
         item.insert(V.to_owned(), s(v.as_str()));
-        let result = retry_conflicts(|| {
-            self.ddb
-                .put_item()
-                .table_name(self.table())
-                .set_item(Some(item.clone()))
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", PK)
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-        })
-        .await;
-        let failed = match result {
-            Ok(_) => return Ok(()),
-            Err(e) => match e.into_service_error() {
-                PutItemError::ConditionalCheckFailedException(c) => c,
-                other => return Err(storage(OP, other)),
-            },
-        };
-        let stored = match failed.item {
-            Some(item) if !item.is_empty() => Some(item),
-            // A backend that does not return the old item: read it.
-            _ => {
-                self.get_item(OP, key(AUDIT, record.id.as_str()), Some("#v"))
-                    .await?
-            }
+        let Some(stored) = self
+            .conditional_put(OP, item, "attribute_not_exists(#pk)", &[], "#v")
+            .await?
+        else {
+            return Ok(());
         };
         match stored {
             Some(item) if decode_json::<AuditRecord>(OP, &item)? == *record => Ok(()),

@@ -530,6 +530,63 @@ impl DynamoMetadataStore {
         Ok(out.item)
     }
 
+    /// A PutItem of `item` under `condition` (attribute names `#name` are the attribute
+    /// `name`). `Ok(None)`: written. `Ok(Some(now))`: the condition failed, and `now` is
+    /// the item stored under the same key (projected to `projection`), taken from the
+    /// failure when the backend returns it, read back otherwise.
+    pub(crate) async fn conditional_put(
+        &self,
+        op: &str,
+        item: Item,
+        condition: &str,
+        values: &[(&str, AttributeValue)],
+        projection: &str,
+    ) -> Result<Option<Option<Item>>> {
+        let result = retry_conflicts(|| {
+            let mut req = self
+                .ddb
+                .put_item()
+                .table_name(self.table())
+                .set_item(Some(item.clone()))
+                .condition_expression(condition)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            for name in condition
+                .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '#'))
+                .filter(|w| w.starts_with('#'))
+            {
+                req = req.expression_attribute_names(name, &name[1..]);
+            }
+            for (placeholder, value) in values {
+                req = req.expression_attribute_values(*placeholder, value.clone());
+            }
+            req.send()
+        })
+        .await;
+        let failed = match result {
+            Ok(_) => return Ok(None),
+            Err(e) => match e.into_service_error() {
+                PutItemError::ConditionalCheckFailedException(c) => c,
+                other => return Err(storage(op, other)),
+            },
+        };
+        match failed.item {
+            Some(now) if !now.is_empty() => Ok(Some(Some(now))),
+            // A backend that does not return the old item: read it.
+            _ => {
+                let key_of = |name: &str| item.get(name).cloned();
+                let mut k = Item::new();
+                for name in [PK, SK] {
+                    if let Some(v) = key_of(name) {
+                        k.insert(name.to_owned(), v);
+                    }
+                }
+                Ok(Some(self.get_item(op, k, Some(projection)).await?))
+            }
+        }
+    }
+
     /// Runs a transaction, retrying while it only loses to concurrent transactions.
     pub(crate) async fn transact(
         &self,
@@ -1192,39 +1249,13 @@ impl MetadataStore for DynamoMetadataStore {
     async fn update_upload(&self, session: &UploadSession, expected_offset: u64) -> Result<()> {
         const OP: &str = "DynamoDB PutItem (update_upload)";
         let item = upload_item(OP, session)?;
-        let result = retry_conflicts(|| {
-            self.ddb
-                .put_item()
-                .table_name(self.table())
-                .set_item(Some(item.clone()))
-                .condition_expression("attribute_exists(#pk) AND #offset = :expected")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#offset", OFFSET)
-                .expression_attribute_values(":expected", n(expected_offset))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-        })
-        .await;
-        let failed = match result {
-            Ok(_) => return Ok(()),
-            Err(e) => match e.into_service_error() {
-                PutItemError::ConditionalCheckFailedException(c) => c,
-                other => return Err(storage(OP, other)),
-            },
-        };
-        let current = match failed.item {
-            Some(item) if !item.is_empty() => Some(item),
-            // A backend that does not return the old item: read it.
-            _ => {
-                self.get_item(
-                    OP,
-                    key(keys::upload_pk(&session.id), keys::UPLOAD_SK),
-                    Some("#offset"),
-                )
-                .await?
-            }
+        let condition = "attribute_exists(#pk) AND #offset = :expected";
+        let expected = [(":expected", n(expected_offset))];
+        let Some(current) = self
+            .conditional_put(OP, item, condition, &expected, "#offset")
+            .await?
+        else {
+            return Ok(());
         };
         match current {
             Some(item) => Err(RegistryError::Conflict(format!(
