@@ -498,6 +498,7 @@ impl Admin {
             .get_user(name)
             .await?
             .ok_or_else(|| unknown(format!("user {name}")))?;
+        let was_active_admin = user.system_admin && !user.disabled;
         let mut changed = Vec::new();
         if let Some(password) = &patch.password {
             user.password_hash = hash_password(password)?;
@@ -514,6 +515,9 @@ impl Admin {
         if changed.is_empty() {
             return Ok(UserView::from(&user));
         }
+        if was_active_admin && !(user.system_admin && !user.disabled) {
+            self.keep_an_admin(name).await?;
+        }
         if !self.store.update_user(&user).await? {
             return Err(unknown(format!("user {name}")));
         }
@@ -529,11 +533,42 @@ impl Admin {
 
     pub async fn delete_user(&self, actor: &Actor, name: &str) -> Result<()> {
         Self::require_system_admin(actor, "deleting users")?;
+        if let Some(user) = self.store.get_user(name).await?
+            && user.system_admin
+            && !user.disabled
+        {
+            self.keep_an_admin(name).await?;
+        }
         if !self.store.delete_user(name).await? {
             return Err(unknown(format!("user {name}")));
         }
         self.audit(actor, "user.delete", &format!("user:{name}"), "")
             .await
+    }
+
+    /// Refuses a change that would leave no active system admin besides `name`.
+    async fn keep_an_admin(&self, name: &str) -> Result<()> {
+        let mut page = PageRequest {
+            after: None,
+            limit: 500,
+        };
+        loop {
+            let listed = self.store.list_users(&page).await?;
+            for other in listed.items.iter().filter(|n| n.as_str() != name) {
+                if let Some(u) = self.store.get_user(other).await?
+                    && u.system_admin
+                    && !u.disabled
+                {
+                    return Ok(());
+                }
+            }
+            if !listed.more {
+                return Err(RegistryError::Denied(format!(
+                    "{name} is the last active system admin: make another user an admin first"
+                )));
+            }
+            page.after = listed.items.last().cloned();
+        }
     }
 
     // ---- groups ----

@@ -1053,3 +1053,47 @@ async fn with_authentication_off_every_call_is_a_system_admin() {
         .await
         .assert_status(200);
 }
+
+#[tokio::test]
+async fn the_last_active_system_admin_cannot_be_removed() {
+    let reg = setup().await;
+    // Alone: the admin can neither be deleted, demoted nor disabled.
+    admin(reg.delete(format!("/api/v1/users/{ADMIN_USER}")))
+        .send()
+        .await
+        .assert_error(403, "DENIED");
+    for patch in [json!({"systemAdmin": false}), json!({"disabled": true})] {
+        admin(reg.patch(format!("/api/v1/users/{ADMIN_USER}")))
+            .json(&patch)
+            .send()
+            .await
+            .assert_error(403, "DENIED");
+    }
+    // A disabled admin does not count as another admin.
+    admin(reg.patch("/api/v1/users/bob"))
+        .json(&json!({"systemAdmin": true, "disabled": true}))
+        .send()
+        .await
+        .assert_status(200);
+    admin(reg.delete(format!("/api/v1/users/{ADMIN_USER}")))
+        .send()
+        .await
+        .assert_error(403, "DENIED");
+    // With another active admin, the first may go.
+    admin(reg.patch("/api/v1/users/alice"))
+        .json(&json!({"systemAdmin": true}))
+        .send()
+        .await
+        .assert_status(200);
+    admin(reg.patch(format!("/api/v1/users/{ADMIN_USER}")))
+        .json(&json!({"systemAdmin": false}))
+        .send()
+        .await
+        .assert_status(200);
+    reg.patch("/api/v1/users/alice")
+        .basic("alice", ALICE_PW)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .assert_error(403, "DENIED");
+}
