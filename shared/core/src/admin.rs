@@ -309,6 +309,11 @@ fn exists(err: RegistryError, what: String) -> RegistryError {
     }
 }
 
+/// A system admin who is not disabled.
+fn is_active_admin(user: &User) -> bool {
+    user.system_admin && !user.disabled
+}
+
 fn page_request(after: Option<String>, limit: Option<usize>) -> PageRequest {
     PageRequest {
         after: after.filter(|a| !a.is_empty()),
@@ -498,7 +503,7 @@ impl Admin {
             .get_user(name)
             .await?
             .ok_or_else(|| unknown(format!("user {name}")))?;
-        let was_active_admin = user.system_admin && !user.disabled;
+        let was_active_admin = is_active_admin(&user);
         let mut changed = Vec::new();
         if let Some(password) = &patch.password {
             user.password_hash = hash_password(password)?;
@@ -515,7 +520,7 @@ impl Admin {
         if changed.is_empty() {
             return Ok(UserView::from(&user));
         }
-        if was_active_admin && !(user.system_admin && !user.disabled) {
+        if was_active_admin && !is_active_admin(&user) {
             self.keep_an_admin(name).await?;
         }
         if !self.store.update_user(&user).await? {
@@ -534,8 +539,7 @@ impl Admin {
     pub async fn delete_user(&self, actor: &Actor, name: &str) -> Result<()> {
         Self::require_system_admin(actor, "deleting users")?;
         if let Some(user) = self.store.get_user(name).await?
-            && user.system_admin
-            && !user.disabled
+            && is_active_admin(&user)
         {
             self.keep_an_admin(name).await?;
         }
@@ -556,8 +560,7 @@ impl Admin {
             let listed = self.store.list_users(&page).await?;
             for other in listed.items.iter().filter(|n| n.as_str() != name) {
                 if let Some(u) = self.store.get_user(other).await?
-                    && u.system_admin
-                    && !u.disabled
+                    && is_active_admin(&u)
                 {
                     return Ok(());
                 }
