@@ -16,7 +16,6 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Context, LambdaEvent};
-use rand::RngCore;
 use serde_json::{Value, json};
 use tower::Service;
 
@@ -255,11 +254,10 @@ pub fn function_and_endpoint(
     base: &registry_app::ServerConfig,
     upload_addr: std::net::SocketAddr,
 ) -> (registry_app::ServerConfig, registry_app::ServerConfig) {
-    let secret = base.upload_token_secret.clone().unwrap_or_else(|| {
-        let mut key = [0u8; 32];
-        rand::rng().fill_bytes(&mut key);
-        key.iter().map(|b| format!("{b:02x}")).collect()
-    });
+    let secret = base
+        .upload_token_secret
+        .clone()
+        .unwrap_or_else(registry_core::auth::generate_secret);
     let url = base
         .upload_endpoint_url
         .clone()

@@ -23,16 +23,12 @@ pub struct FileBlobStore {
     root: PathBuf,
 }
 
-fn st<E: std::fmt::Display>(e: E) -> RegistryError {
-    RegistryError::storage(e)
-}
-
 impl FileBlobStore {
     /// A store under `root`, creating its folders.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        std::fs::create_dir_all(root.join("blobs")).map_err(st)?;
-        std::fs::create_dir_all(root.join("uploads")).map_err(st)?;
+        std::fs::create_dir_all(root.join("blobs")).map_err(RegistryError::storage)?;
+        std::fs::create_dir_all(root.join("uploads")).map_err(RegistryError::storage)?;
         Ok(FileBlobStore { root })
     }
 
@@ -55,7 +51,9 @@ impl FileBlobStore {
 }
 
 fn file_stream(file: File, length: u64) -> ByteStream {
-    Box::pin(ReaderStream::with_capacity(file.take(length), READ_BUFFER).map_err(st))
+    Box::pin(
+        ReaderStream::with_capacity(file.take(length), READ_BUFFER).map_err(RegistryError::storage),
+    )
 }
 
 async fn sync_dir(path: &Path) {
@@ -73,7 +71,7 @@ impl BlobStore for FileBlobStore {
         match fs::metadata(self.blob_path(digest)).await {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(st(e)),
+            Err(e) => Err(RegistryError::storage(e)),
         }
     }
 
@@ -83,9 +81,9 @@ impl BlobStore for FileBlobStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(RegistryError::BlobUnknown(digest.to_string()));
             }
-            Err(e) => return Err(st(e)),
+            Err(e) => return Err(RegistryError::storage(e)),
         };
-        let size = file.metadata().await.map_err(st)?.len();
+        let size = file.metadata().await.map_err(RegistryError::storage)?.len();
         let (start, length) = match range {
             Some(r) if r.end >= size => {
                 return Err(RegistryError::RangeInvalid(format!(
@@ -95,7 +93,9 @@ impl BlobStore for FileBlobStore {
             Some(r) => (r.start, r.len()),
             None => (0, size),
         };
-        file.seek(SeekFrom::Start(start)).await.map_err(st)?;
+        file.seek(SeekFrom::Start(start))
+            .await
+            .map_err(RegistryError::storage)?;
         Ok(BlobContent::Stream {
             body: file_stream(file, length),
             length,
@@ -105,7 +105,7 @@ impl BlobStore for FileBlobStore {
     async fn begin_upload(&self, upload_id: &str) -> Result<String> {
         File::create(self.upload_path(upload_id)?)
             .await
-            .map_err(st)?;
+            .map_err(RegistryError::storage)?;
         Ok(String::new())
     }
 
@@ -116,18 +116,22 @@ impl BlobStore for FileBlobStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(RegistryError::BlobUploadUnknown);
             }
-            Err(e) => return Err(st(e)),
+            Err(e) => return Err(RegistryError::storage(e)),
         };
         // Drop whatever a failed earlier write left past the accepted offset.
-        file.set_len(cursor.offset).await.map_err(st)?;
+        file.set_len(cursor.offset)
+            .await
+            .map_err(RegistryError::storage)?;
         file.seek(SeekFrom::Start(cursor.offset))
             .await
-            .map_err(st)?;
+            .map_err(RegistryError::storage)?;
         while let Some(chunk) = body.next().await {
-            file.write_all(&chunk?).await.map_err(st)?;
+            file.write_all(&chunk?)
+                .await
+                .map_err(RegistryError::storage)?;
         }
-        file.flush().await.map_err(st)?;
-        file.sync_data().await.map_err(st)?;
+        file.flush().await.map_err(RegistryError::storage)?;
+        file.sync_data().await.map_err(RegistryError::storage)?;
         Ok(cursor.store_state.clone())
     }
 
@@ -146,18 +150,27 @@ impl BlobStore for FileBlobStore {
             .open(&upload)
             .await
             .map_err(|_| RegistryError::BlobUploadUnknown)?;
-        file.set_len(cursor.offset).await.map_err(st)?;
-        file.sync_all().await.map_err(st)?;
+        file.set_len(cursor.offset)
+            .await
+            .map_err(RegistryError::storage)?;
+        file.sync_all().await.map_err(RegistryError::storage)?;
         drop(file);
-        if fs::try_exists(&target).await.map_err(st)? {
+        if fs::try_exists(&target)
+            .await
+            .map_err(RegistryError::storage)?
+        {
             // Same digest, same bytes: keep the copy that is already visible.
-            fs::remove_file(&upload).await.map_err(st)?;
+            fs::remove_file(&upload)
+                .await
+                .map_err(RegistryError::storage)?;
             return Ok(());
         }
         fs::create_dir_all(target.parent().expect("blob path has a parent"))
             .await
-            .map_err(st)?;
-        fs::rename(&upload, &target).await.map_err(st)?;
+            .map_err(RegistryError::storage)?;
+        fs::rename(&upload, &target)
+            .await
+            .map_err(RegistryError::storage)?;
         sync_dir(&target).await;
         Ok(())
     }
@@ -166,7 +179,7 @@ impl BlobStore for FileBlobStore {
         match fs::remove_file(self.upload_path(&cursor.upload_id)?).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(st(e)),
+            Err(e) => Err(RegistryError::storage(e)),
         }
     }
 
@@ -174,7 +187,7 @@ impl BlobStore for FileBlobStore {
         match fs::remove_file(self.blob_path(digest)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(st(e)),
+            Err(e) => Err(RegistryError::storage(e)),
         }
     }
 }

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::metadata_store::{
-    EMPTY, EmbeddedMetadataStore, Items, decode, encode, get_item, page_of, query, st,
+    EMPTY, EmbeddedMetadataStore, Items, decode, encode, get_item, page_of, query,
 };
 
 const USER_PREFIX: &str = "USER#";
@@ -91,15 +91,18 @@ impl Kind {
 
     fn exists(&self, t: &Items<'_>, name: &str) -> Result<bool> {
         let key = self.key(name);
-        Ok(t.get((key.as_str(), self.sk)).map_err(st)?.is_some())
+        Ok(t.get((key.as_str(), self.sk))
+            .map_err(RegistryError::storage)?
+            .is_some())
     }
 
     /// Writes the item and its list entry.
     fn put<T: Serialize>(&self, t: &mut Items<'_>, name: &str, value: &T) -> Result<()> {
         let key = self.key(name);
         t.insert((key.as_str(), self.sk), encode(value)?.as_slice())
-            .map_err(st)?;
-        t.insert((self.list, key.as_str()), EMPTY).map_err(st)?;
+            .map_err(RegistryError::storage)?;
+        t.insert((self.list, key.as_str()), EMPTY)
+            .map_err(RegistryError::storage)?;
         Ok(())
     }
 
@@ -126,8 +129,12 @@ impl Kind {
     /// Removes the item and its list entry; `false` if there was none.
     fn remove(&self, t: &mut Items<'_>, name: &str) -> Result<bool> {
         let key = self.key(name);
-        let existed = t.remove((key.as_str(), self.sk)).map_err(st)?.is_some();
-        t.remove((self.list, key.as_str())).map_err(st)?;
+        let existed = t
+            .remove((key.as_str(), self.sk))
+            .map_err(RegistryError::storage)?
+            .is_some();
+        t.remove((self.list, key.as_str()))
+            .map_err(RegistryError::storage)?;
         Ok(existed)
     }
 
@@ -164,19 +171,23 @@ fn put_membership(t: &mut Items<'_>, m: &Membership) -> Result<()> {
     let value = encode(m)?;
     let (pk, sk) = (PROJECT.key(&m.project), member_sk(&m.principal));
     t.insert((pk.as_str(), sk.as_str()), value.as_slice())
-        .map_err(st)?;
+        .map_err(RegistryError::storage)?;
     let (rpk, rsk) = (principal_pk(&m.principal), PROJECT.key(&m.project));
     t.insert((rpk.as_str(), rsk.as_str()), value.as_slice())
-        .map_err(st)?;
+        .map_err(RegistryError::storage)?;
     Ok(())
 }
 
 /// Removes a membership and its reverse entry; `false` if there was none.
 fn remove_membership(t: &mut Items<'_>, project: &str, principal: &Principal) -> Result<bool> {
     let (pk, sk) = (PROJECT.key(project), member_sk(principal));
-    let existed = t.remove((pk.as_str(), sk.as_str())).map_err(st)?.is_some();
+    let existed = t
+        .remove((pk.as_str(), sk.as_str()))
+        .map_err(RegistryError::storage)?
+        .is_some();
     let (rpk, rsk) = (principal_pk(principal), PROJECT.key(project));
-    t.remove((rpk.as_str(), rsk.as_str())).map_err(st)?;
+    t.remove((rpk.as_str(), rsk.as_str()))
+        .map_err(RegistryError::storage)?;
     Ok(existed)
 }
 
@@ -214,7 +225,8 @@ impl IdentityStore for EmbeddedMetadataStore {
             }
             let pk = USER.key(&name);
             for (sk, _) in query(t, &pk, GROUP_PREFIX, None, usize::MAX)? {
-                t.remove((pk.as_str(), sk.as_str())).map_err(st)?;
+                t.remove((pk.as_str(), sk.as_str()))
+                    .map_err(RegistryError::storage)?;
                 let group_name = &sk[GROUP_PREFIX.len()..];
                 if let Some(mut group) = GROUP.get::<Group>(t, group_name)?
                     && group.members.remove(&name)
@@ -243,11 +255,13 @@ impl IdentityStore for EmbeddedMetadataStore {
             let sk = GROUP.key(&group.name);
             for gone in old.difference(&group.members) {
                 let pk = USER.key(gone);
-                t.remove((pk.as_str(), sk.as_str())).map_err(st)?;
+                t.remove((pk.as_str(), sk.as_str()))
+                    .map_err(RegistryError::storage)?;
             }
             for member in &group.members {
                 let pk = USER.key(member);
-                t.insert((pk.as_str(), sk.as_str()), EMPTY).map_err(st)?;
+                t.insert((pk.as_str(), sk.as_str()), EMPTY)
+                    .map_err(RegistryError::storage)?;
             }
             GROUP.put(t, &group.name, &group)
         })
@@ -269,7 +283,8 @@ impl IdentityStore for EmbeddedMetadataStore {
             let sk = GROUP.key(&name);
             for member in &group.members {
                 let pk = USER.key(member);
-                t.remove((pk.as_str(), sk.as_str())).map_err(st)?;
+                t.remove((pk.as_str(), sk.as_str()))
+                    .map_err(RegistryError::storage)?;
             }
             remove_memberships_of(t, &Principal::Group(name))?;
             Ok(true)
@@ -403,7 +418,7 @@ impl IdentityStore for EmbeddedMetadataStore {
         let record = record.clone();
         self.write(move |t| {
             t.insert((AUDIT, record.id.as_str()), encode(&record)?.as_slice())
-                .map_err(st)?;
+                .map_err(RegistryError::storage)?;
             Ok(())
         })
         .await
@@ -435,7 +450,7 @@ impl IdentityStore for EmbeddedMetadataStore {
                 },
             };
             t.insert((pk.as_str(), LOGINFAIL_SK), encode(&next)?.as_slice())
-                .map_err(st)?;
+                .map_err(RegistryError::storage)?;
             Ok(next.count)
         })
         .await
@@ -455,7 +470,8 @@ impl IdentityStore for EmbeddedMetadataStore {
     async fn clear_login_failures(&self, account: &str) -> Result<()> {
         let pk = loginfail_pk(account);
         self.write(move |t| {
-            t.remove((pk.as_str(), LOGINFAIL_SK)).map_err(st)?;
+            t.remove((pk.as_str(), LOGINFAIL_SK))
+                .map_err(RegistryError::storage)?;
             Ok(())
         })
         .await

@@ -25,10 +25,6 @@ struct QueuedJob {
     receive_count: u32,
 }
 
-fn st<E: std::fmt::Display>(e: E) -> RegistryError {
-    RegistryError::storage(e)
-}
-
 /// A queue in the embedded database; jobs received `max_receives` times without an
 /// acknowledgement go to the dead letters.
 #[derive(Clone)]
@@ -40,11 +36,13 @@ pub struct EmbeddedJobQueue {
 
 impl EmbeddedJobQueue {
     pub fn new(db: Arc<Database>, clock: Arc<dyn Clock>, max_receives: u32) -> Result<Self> {
-        let txn = db.begin_write().map_err(st)?;
-        txn.open_table(JOBS).map_err(st)?;
-        txn.open_table(DEAD_LETTERS).map_err(st)?;
-        txn.open_table(JOB_SEQUENCE).map_err(st)?;
-        txn.commit().map_err(st)?;
+        let txn = db.begin_write().map_err(RegistryError::storage)?;
+        txn.open_table(JOBS).map_err(RegistryError::storage)?;
+        txn.open_table(DEAD_LETTERS)
+            .map_err(RegistryError::storage)?;
+        txn.open_table(JOB_SEQUENCE)
+            .map_err(RegistryError::storage)?;
+        txn.commit().map_err(RegistryError::storage)?;
         Ok(EmbeddedJobQueue {
             db,
             clock,
@@ -54,7 +52,9 @@ impl EmbeddedJobQueue {
 }
 
 fn next_key(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64> {
-    Ok(t.last().map_err(st)?.map_or(1, |(k, _)| k.value() + 1))
+    Ok(t.last()
+        .map_err(RegistryError::storage)?
+        .map_or(1, |(k, _)| k.value() + 1))
 }
 
 /// A new job id: above every id ever handed out (the sequence) and every id still queued
@@ -65,10 +65,12 @@ fn next_job_id(
 ) -> Result<u64> {
     let last = sequence
         .get(LAST_JOB_ID)
-        .map_err(st)?
+        .map_err(RegistryError::storage)?
         .map_or(0, |v| v.value());
     let id = next_key(jobs)?.max(last + 1);
-    sequence.insert(LAST_JOB_ID, id).map_err(st)?;
+    sequence
+        .insert(LAST_JOB_ID, id)
+        .map_err(RegistryError::storage)?;
     Ok(id)
 }
 
@@ -80,16 +82,19 @@ impl JobQueue for EmbeddedJobQueue {
             visible_at_ms: 0,
             receive_count: 0,
         })
-        .map_err(st)?;
+        .map_err(RegistryError::storage)?;
         blocking(&self.db, move |db| {
-            let txn = db.begin_write().map_err(st)?;
+            let txn = db.begin_write().map_err(RegistryError::storage)?;
             {
-                let mut t = txn.open_table(JOBS).map_err(st)?;
-                let mut sequence = txn.open_table(JOB_SEQUENCE).map_err(st)?;
+                let mut t = txn.open_table(JOBS).map_err(RegistryError::storage)?;
+                let mut sequence = txn
+                    .open_table(JOB_SEQUENCE)
+                    .map_err(RegistryError::storage)?;
                 let key = next_job_id(&t, &mut sequence)?;
-                t.insert(key, item.as_slice()).map_err(st)?;
+                t.insert(key, item.as_slice())
+                    .map_err(RegistryError::storage)?;
             }
-            txn.commit().map_err(st)
+            txn.commit().map_err(RegistryError::storage)
         })
         .await
     }
@@ -98,15 +103,18 @@ impl JobQueue for EmbeddedJobQueue {
         let now = self.clock.now_millis();
         let max_receives = self.max_receives;
         blocking(&self.db, move |db| {
-            let txn = db.begin_write().map_err(st)?;
+            let txn = db.begin_write().map_err(RegistryError::storage)?;
             let mut out = Vec::new();
             {
-                let mut jobs = txn.open_table(JOBS).map_err(st)?;
-                let mut dead = txn.open_table(DEAD_LETTERS).map_err(st)?;
+                let mut jobs = txn.open_table(JOBS).map_err(RegistryError::storage)?;
+                let mut dead = txn
+                    .open_table(DEAD_LETTERS)
+                    .map_err(RegistryError::storage)?;
                 let mut due = Vec::new();
-                for entry in jobs.iter().map_err(st)? {
-                    let (k, v) = entry.map_err(st)?;
-                    let q: QueuedJob = serde_json::from_slice(v.value()).map_err(st)?;
+                for entry in jobs.iter().map_err(RegistryError::storage)? {
+                    let (k, v) = entry.map_err(RegistryError::storage)?;
+                    let q: QueuedJob =
+                        serde_json::from_slice(v.value()).map_err(RegistryError::storage)?;
                     if q.visible_at_ms <= now {
                         due.push((k.value(), q));
                     }
@@ -116,16 +124,18 @@ impl JobQueue for EmbeddedJobQueue {
                         break;
                     }
                     if q.receive_count >= max_receives {
-                        jobs.remove(key).map_err(st)?;
+                        jobs.remove(key).map_err(RegistryError::storage)?;
                         let dkey = next_key(&dead)?;
-                        let bytes = serde_json::to_vec(&q.job).map_err(st)?;
-                        dead.insert(dkey, bytes.as_slice()).map_err(st)?;
+                        let bytes = serde_json::to_vec(&q.job).map_err(RegistryError::storage)?;
+                        dead.insert(dkey, bytes.as_slice())
+                            .map_err(RegistryError::storage)?;
                         continue;
                     }
                     q.receive_count += 1;
                     q.visible_at_ms = now + visibility_secs * 1000;
-                    let bytes = serde_json::to_vec(&q).map_err(st)?;
-                    jobs.insert(key, bytes.as_slice()).map_err(st)?;
+                    let bytes = serde_json::to_vec(&q).map_err(RegistryError::storage)?;
+                    jobs.insert(key, bytes.as_slice())
+                        .map_err(RegistryError::storage)?;
                     out.push(ReceivedJob {
                         job: q.job,
                         receipt: format!("{key}:{}", q.receive_count),
@@ -133,7 +143,7 @@ impl JobQueue for EmbeddedJobQueue {
                     });
                 }
             }
-            txn.commit().map_err(st)?;
+            txn.commit().map_err(RegistryError::storage)?;
             Ok(out)
         })
         .await
@@ -145,35 +155,37 @@ impl JobQueue for EmbeddedJobQueue {
             .and_then(|(k, c)| Some((k.parse::<u64>().ok()?, c.parse::<u32>().ok()?)))
             .ok_or_else(|| RegistryError::Storage(format!("invalid receipt {receipt:?}")))?;
         blocking(&self.db, move |db| {
-            let txn = db.begin_write().map_err(st)?;
+            let txn = db.begin_write().map_err(RegistryError::storage)?;
             {
-                let mut jobs = txn.open_table(JOBS).map_err(st)?;
-                let current = match jobs.get(key).map_err(st)? {
+                let mut jobs = txn.open_table(JOBS).map_err(RegistryError::storage)?;
+                let current = match jobs.get(key).map_err(RegistryError::storage)? {
                     Some(v) => Some(
                         serde_json::from_slice::<QueuedJob>(v.value())
-                            .map_err(st)?
+                            .map_err(RegistryError::storage)?
                             .receive_count,
                     ),
                     None => None,
                 };
                 // A stale receipt (the job was received again since) does not delete it.
                 if current == Some(count) {
-                    jobs.remove(key).map_err(st)?;
+                    jobs.remove(key).map_err(RegistryError::storage)?;
                 }
             }
-            txn.commit().map_err(st)
+            txn.commit().map_err(RegistryError::storage)
         })
         .await
     }
 
     async fn dead_letters(&self, max: usize) -> Result<Vec<Job>> {
         blocking(&self.db, move |db| {
-            let txn = db.begin_read().map_err(st)?;
-            let t = txn.open_table(DEAD_LETTERS).map_err(st)?;
+            let txn = db.begin_read().map_err(RegistryError::storage)?;
+            let t = txn
+                .open_table(DEAD_LETTERS)
+                .map_err(RegistryError::storage)?;
             let mut out = Vec::new();
-            for entry in t.iter().map_err(st)?.take(max) {
-                let (_, v) = entry.map_err(st)?;
-                out.push(serde_json::from_slice(v.value()).map_err(st)?);
+            for entry in t.iter().map_err(RegistryError::storage)?.take(max) {
+                let (_, v) = entry.map_err(RegistryError::storage)?;
+                out.push(serde_json::from_slice(v.value()).map_err(RegistryError::storage)?);
             }
             Ok(out)
         })

@@ -37,16 +37,12 @@ pub struct EmbeddedMetadataStore {
 
 pub(crate) type Items<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
 
-pub(crate) fn st<E: std::fmt::Display>(e: E) -> RegistryError {
-    RegistryError::storage(e)
-}
-
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(st)
+    serde_json::to_vec(v).map_err(RegistryError::storage)
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(st)
+    serde_json::from_slice(bytes).map_err(RegistryError::storage)
 }
 
 pub(crate) fn get_item<T: DeserializeOwned>(
@@ -54,7 +50,7 @@ pub(crate) fn get_item<T: DeserializeOwned>(
     pk: &str,
     sk: &str,
 ) -> Result<Option<T>> {
-    match t.get((pk, sk)).map_err(st)? {
+    match t.get((pk, sk)).map_err(RegistryError::storage)? {
         Some(v) => Ok(Some(decode(v.value())?)),
         None => Ok(None),
     }
@@ -74,8 +70,11 @@ pub(crate) fn query(
         None => prefix.to_owned(),
     };
     let mut out = Vec::new();
-    for entry in t.range((pk, start.as_str())..).map_err(st)? {
-        let (k, v) = entry.map_err(st)?;
+    for entry in t
+        .range((pk, start.as_str())..)
+        .map_err(RegistryError::storage)?
+    {
+        let (k, v) = entry.map_err(RegistryError::storage)?;
         let (kpk, ksk) = k.value();
         if kpk != pk || !ksk.starts_with(prefix) {
             break;
@@ -106,17 +105,18 @@ pub(crate) fn page_of(items: Vec<(String, Vec<u8>)>, prefix: &str, limit: usize)
 fn ensure_repo(t: &mut Items<'_>, repo: &RepoName) -> Result<()> {
     let pk = keys::repo_pk(repo);
     t.insert((pk.as_str(), keys::REPO_MARKER), EMPTY)
-        .map_err(st)?;
+        .map_err(RegistryError::storage)?;
     let sk = keys::catalog_sk(repo);
-    t.insert((keys::CATALOG, sk.as_str()), EMPTY).map_err(st)?;
+    t.insert((keys::CATALOG, sk.as_str()), EMPTY)
+        .map_err(RegistryError::storage)?;
     Ok(())
 }
 
 impl EmbeddedMetadataStore {
     pub fn new(db: Arc<Database>) -> Result<Self> {
-        let txn = db.begin_write().map_err(st)?;
-        txn.open_table(ITEMS).map_err(st)?;
-        txn.commit().map_err(st)?;
+        let txn = db.begin_write().map_err(RegistryError::storage)?;
+        txn.open_table(ITEMS).map_err(RegistryError::storage)?;
+        txn.commit().map_err(RegistryError::storage)?;
         Ok(EmbeddedMetadataStore { db })
     }
 
@@ -128,8 +128,8 @@ impl EmbeddedMetadataStore {
             + 'static,
     {
         blocking(&self.db, move |db| {
-            let txn = db.begin_read().map_err(st)?;
-            let t = txn.open_table(ITEMS).map_err(st)?;
+            let txn = db.begin_read().map_err(RegistryError::storage)?;
+            let t = txn.open_table(ITEMS).map_err(RegistryError::storage)?;
             f(&t)
         })
         .await
@@ -141,12 +141,12 @@ impl EmbeddedMetadataStore {
         F: FnOnce(&mut Items<'_>) -> Result<T> + Send + 'static,
     {
         blocking(&self.db, move |db| {
-            let txn = db.begin_write().map_err(st)?;
+            let txn = db.begin_write().map_err(RegistryError::storage)?;
             let out = {
-                let mut t = txn.open_table(ITEMS).map_err(st)?;
+                let mut t = txn.open_table(ITEMS).map_err(RegistryError::storage)?;
                 f(&mut t)?
             };
-            txn.commit().map_err(st)?;
+            txn.commit().map_err(RegistryError::storage)?;
             Ok(out)
         })
         .await
@@ -164,9 +164,10 @@ impl MetadataStore for EmbeddedMetadataStore {
                 (pk.as_str(), sk.as_str()),
                 encode(&BlobLinkItem { size })?.as_slice(),
             )
-            .map_err(st)?;
+            .map_err(RegistryError::storage)?;
             let (bpk, bsk) = (keys::blob_pk(&digest), keys::catalog_sk(&repo));
-            t.insert((bpk.as_str(), bsk.as_str()), EMPTY).map_err(st)?;
+            t.insert((bpk.as_str(), bsk.as_str()), EMPTY)
+                .map_err(RegistryError::storage)?;
             Ok(())
         })
         .await
@@ -182,8 +183,12 @@ impl MetadataStore for EmbeddedMetadataStore {
         let (pk, sk) = (keys::repo_pk(repo), keys::blob_sk(digest));
         let (bpk, bsk) = (keys::blob_pk(digest), keys::catalog_sk(repo));
         self.write(move |t| {
-            let existed = t.remove((pk.as_str(), sk.as_str())).map_err(st)?.is_some();
-            t.remove((bpk.as_str(), bsk.as_str())).map_err(st)?;
+            let existed = t
+                .remove((pk.as_str(), sk.as_str()))
+                .map_err(RegistryError::storage)?
+                .is_some();
+            t.remove((bpk.as_str(), bsk.as_str()))
+                .map_err(RegistryError::storage)?;
             Ok(existed)
         })
         .await
@@ -212,20 +217,20 @@ impl MetadataStore for EmbeddedMetadataStore {
             let pk = keys::repo_pk(&repo);
             let sk = keys::manifest_sk(&record.digest);
             t.insert((pk.as_str(), sk.as_str()), encode(&record)?.as_slice())
-                .map_err(st)?;
+                .map_err(RegistryError::storage)?;
             for tag in &tags {
                 let sk = keys::tag_sk(tag);
                 let item = TagItem {
                     digest: record.digest.clone(),
                 };
                 t.insert((pk.as_str(), sk.as_str()), encode(&item)?.as_slice())
-                    .map_err(st)?;
+                    .map_err(RegistryError::storage)?;
             }
             if let Some(subject) = &record.subject {
                 let sk = keys::referrer_sk(subject, &record.digest);
                 let descriptor = record.referrer_descriptor();
                 t.insert((pk.as_str(), sk.as_str()), encode(&descriptor)?.as_slice())
-                    .map_err(st)?;
+                    .map_err(RegistryError::storage)?;
             }
             Ok(())
         })
@@ -255,15 +260,18 @@ impl MetadataStore for EmbeddedMetadataStore {
             let Some(record) = get_item::<ManifestRecord>(t, &pk, &sk)? else {
                 return Ok(false);
             };
-            t.remove((pk.as_str(), sk.as_str())).map_err(st)?;
+            t.remove((pk.as_str(), sk.as_str()))
+                .map_err(RegistryError::storage)?;
             for (tag_sk, value) in query(t, &pk, keys::TAG_PREFIX, None, usize::MAX)? {
                 if decode::<TagItem>(&value)?.digest == digest {
-                    t.remove((pk.as_str(), tag_sk.as_str())).map_err(st)?;
+                    t.remove((pk.as_str(), tag_sk.as_str()))
+                        .map_err(RegistryError::storage)?;
                 }
             }
             if let Some(subject) = &record.subject {
                 let sk = keys::referrer_sk(subject, &digest);
-                t.remove((pk.as_str(), sk.as_str())).map_err(st)?;
+                t.remove((pk.as_str(), sk.as_str()))
+                    .map_err(RegistryError::storage)?;
             }
             Ok(true)
         })
@@ -272,8 +280,12 @@ impl MetadataStore for EmbeddedMetadataStore {
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
         let (pk, sk) = (keys::repo_pk(repo), keys::tag_sk(tag));
-        self.write(move |t| Ok(t.remove((pk.as_str(), sk.as_str())).map_err(st)?.is_some()))
-            .await
+        self.write(move |t| {
+            Ok(t.remove((pk.as_str(), sk.as_str()))
+                .map_err(RegistryError::storage)?
+                .is_some())
+        })
+        .await
     }
 
     async fn list_tags(&self, repo: &RepoName, page: &PageRequest) -> Result<Page> {
@@ -312,7 +324,7 @@ impl MetadataStore for EmbeddedMetadataStore {
         let pk = keys::repo_pk(repo);
         self.read(move |t| {
             Ok(t.get((pk.as_str(), keys::REPO_MARKER))
-                .map_err(st)?
+                .map_err(RegistryError::storage)?
                 .is_some())
         })
         .await
@@ -338,7 +350,7 @@ impl MetadataStore for EmbeddedMetadataStore {
         self.write(move |t| {
             let pk = keys::upload_pk(&session.id);
             t.insert((pk.as_str(), keys::UPLOAD_SK), encode(&session)?.as_slice())
-                .map_err(st)?;
+                .map_err(RegistryError::storage)?;
             Ok(())
         })
         .await
@@ -357,7 +369,7 @@ impl MetadataStore for EmbeddedMetadataStore {
             match current {
                 Some(c) if c.offset == expected_offset => {
                     t.insert((pk.as_str(), keys::UPLOAD_SK), encode(&session)?.as_slice())
-                        .map_err(st)?;
+                        .map_err(RegistryError::storage)?;
                     Ok(())
                 }
                 Some(c) => Err(RegistryError::Conflict(format!(
@@ -374,7 +386,7 @@ impl MetadataStore for EmbeddedMetadataStore {
         let pk = keys::upload_pk(upload_id);
         self.write(move |t| {
             Ok(t.remove((pk.as_str(), keys::UPLOAD_SK))
-                .map_err(st)?
+                .map_err(RegistryError::storage)?
                 .is_some())
         })
         .await
@@ -383,8 +395,11 @@ impl MetadataStore for EmbeddedMetadataStore {
     async fn expired_uploads(&self, now_ms: u64, limit: usize) -> Result<Vec<UploadSession>> {
         self.read(move |t| {
             let mut out = Vec::new();
-            for entry in t.range((keys::UPLOAD_PREFIX, "")..).map_err(st)? {
-                let (k, v) = entry.map_err(st)?;
+            for entry in t
+                .range((keys::UPLOAD_PREFIX, "")..)
+                .map_err(RegistryError::storage)?
+            {
+                let (k, v) = entry.map_err(RegistryError::storage)?;
                 if !k.value().0.starts_with(keys::UPLOAD_PREFIX) || out.len() == limit {
                     break;
                 }
