@@ -48,6 +48,9 @@ pub enum Command {
     /// Manage a project's robot accounts.
     #[command(subcommand)]
     Robot(RobotCommand),
+    /// Manage a project's webhooks and read their delivery logs.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Read the audit log (system admins).
     Audit(AuditArgs),
 }
@@ -298,6 +301,73 @@ pub enum RobotCommand {
     },
 }
 
+/// `registry webhook …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum WebhookCommand {
+    /// Create a webhook policy: events of PROJECT are POSTed to URL.
+    Create {
+        project: String,
+        name: String,
+        /// The target (http or https).
+        #[arg(long)]
+        url: String,
+        /// Event types, comma-separated (e.g. `manifest.pushed,scan.failed`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        /// Read the signing secret from the first line of standard input.
+        #[arg(long)]
+        secret_stdin: bool,
+        /// Payload format.
+        #[arg(long, value_enum, default_value_t = WebhookFormat::Cloudevents)]
+        format: WebhookFormat,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List a project's webhook policies.
+    List {
+        project: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Delete a webhook policy (by id).
+    Delete {
+        project: String,
+        id: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// The delivery log of a policy, newest first.
+    Deliveries {
+        project: String,
+        id: String,
+        /// At most this many deliveries.
+        #[arg(short = 'n', long = "limit")]
+        n: Option<u32>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Send one delivery again (by its event id).
+    Redeliver {
+        project: String,
+        id: String,
+        event: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+/// The body a webhook target receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WebhookFormat {
+    /// CloudEvents 1.0 JSON.
+    Cloudevents,
+    /// Harbor's webhook JSON.
+    Harbor,
+}
+
 /// `registry audit`
 #[derive(Debug, Clone, Args)]
 pub struct AuditArgs {
@@ -371,6 +441,7 @@ pub async fn execute(command: &Command, out: &mut dyn Write) -> Result<(), CliEr
         Command::Project(c) => project(c, out).await,
         Command::Member(c) => member(c, out).await,
         Command::Robot(c) => robot(c, out).await,
+        Command::Webhook(c) => webhook(c, out).await,
         Command::Audit(a) => audit(a, out).await,
     }
 }
@@ -1060,6 +1131,156 @@ async fn robot(cmd: &RobotCommand, out: &mut dyn Write) -> Result<(), CliError> 
             c.emit(out, &json!({"deleted": fullname}), |o| {
                 writeln!(o, "deleted robot {fullname}")
             })
+        }
+    }
+}
+
+async fn webhook(cmd: &WebhookCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    let hooks = |project: &str| format!("/projects/{}/webhooks", encode_segment(project));
+    match cmd {
+        WebhookCommand::Create {
+            project,
+            name,
+            url,
+            events,
+            secret_stdin,
+            format,
+            disabled,
+            client,
+        } => {
+            let c = Client::new(client)?;
+            let secret = if *secret_stdin {
+                Some(read_stdin_line()?)
+            } else {
+                None
+            };
+            let format = match format {
+                WebhookFormat::Cloudevents => "cloudevents",
+                WebhookFormat::Harbor => "harbor",
+            };
+            let res = c
+                .post(
+                    &hooks(project),
+                    json!({
+                        "name": name,
+                        "targetUrl": url,
+                        "eventTypes": events,
+                        "enabled": !disabled,
+                        "secret": secret,
+                        "format": format,
+                    }),
+                )
+                .await?;
+            c.emit(out, &res, |o| {
+                writeln!(o, "webhook: {}", str_of(&res, "id"))?;
+                writeln!(o, "target:  {}", str_of(&res, "targetUrl"))
+            })
+        }
+        WebhookCommand::List { project, client } => {
+            let c = Client::new(client)?;
+            let res = c.get(&hooks(project)).await?;
+            let rows: Vec<Vec<String>> = res
+                .get("webhooks")
+                .and_then(Value::as_array)
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| {
+                            let events = h
+                                .get("eventTypes")
+                                .and_then(Value::as_array)
+                                .map(|a| names(a).join(","))
+                                .unwrap_or_default();
+                            let enabled = h.get("enabled").and_then(Value::as_bool) == Some(true);
+                            vec![
+                                str_of(h, "id").to_owned(),
+                                str_of(h, "name").to_owned(),
+                                str_of(h, "targetUrl").to_owned(),
+                                events,
+                                if enabled { "yes" } else { "no" }.to_owned(),
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            c.emit(out, &res, |o| {
+                table(o, &["ID", "NAME", "TARGET", "EVENTS", "ENABLED"], &rows)
+            })
+        }
+        WebhookCommand::Delete {
+            project,
+            id,
+            client,
+        } => {
+            let c = Client::new(client)?;
+            c.delete(&format!("{}/{}", hooks(project), encode_segment(id)))
+                .await?;
+            c.emit(out, &json!({"deleted": id}), |o| {
+                writeln!(o, "deleted webhook {id}")
+            })
+        }
+        WebhookCommand::Deliveries {
+            project,
+            id,
+            n,
+            client,
+        } => {
+            let c = Client::new(client)?;
+            let mut path = format!("{}/{}/deliveries", hooks(project), encode_segment(id));
+            if let Some(n) = n {
+                path.push_str(&format!("?n={n}"));
+            }
+            let res = c.get(&path).await?;
+            let rows: Vec<Vec<String>> = res
+                .get("deliveries")
+                .and_then(Value::as_array)
+                .map(|ds| {
+                    ds.iter()
+                        .map(|d| {
+                            let attempts = d.get("attempts").and_then(Value::as_array);
+                            let last = attempts.and_then(|a| a.last());
+                            let status = last
+                                .and_then(|a| a.get("httpStatus"))
+                                .and_then(Value::as_u64)
+                                .map(|s| s.to_string())
+                                .unwrap_or_else(|| "-".into());
+                            vec![
+                                str_of(d, "eventId").to_owned(),
+                                str_of(d, "eventType").to_owned(),
+                                str_of(d, "status").to_owned(),
+                                attempts.map_or(0, Vec::len).to_string(),
+                                status,
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            c.emit(out, &res, |o| {
+                table(
+                    o,
+                    &["EVENT", "TYPE", "STATUS", "ATTEMPTS", "LAST HTTP"],
+                    &rows,
+                )
+            })
+        }
+        WebhookCommand::Redeliver {
+            project,
+            id,
+            event,
+            client,
+        } => {
+            let c = Client::new(client)?;
+            let res = c
+                .post(
+                    &format!(
+                        "{}/{}/deliveries/{}/redeliver",
+                        hooks(project),
+                        encode_segment(id),
+                        encode_segment(event)
+                    ),
+                    json!({}),
+                )
+                .await?;
+            c.emit(out, &res, |o| writeln!(o, "queued a re-send of {event}"))
         }
     }
 }

@@ -1,17 +1,26 @@
-//! Builds the `Registry` and the authentication over the configured backend: the one
-//! place adapters are chosen and the auth rules of start-up are applied.
+//! Builds the `Registry`, the authentication and the event machinery (outbox relay,
+//! webhooks, the webhook queue's worker) over the configured backend: the one place
+//! adapters are chosen and the auth rules of start-up are applied.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use registry_aws::dynamo_metadata_store::{DynamoMetadataStore, DynamoSettings};
 use registry_aws::s3_blob_store::{S3BlobStore, S3BlobStoreSettings};
+use registry_aws::sqs_job_queue::{SqsJobQueue, SqsQueueSettings};
 use registry_aws::{AwsClients, AwsSettings};
 use registry_core::auth::{AuthService, AuthSettings, KeySet, ThrottleConfig, TokenIssuer};
-use registry_core::ports::{BlobStore, Clock, IdentityStore, MetadataStore, SystemClock};
+use registry_core::events::{EventRelay, EventsConfig};
+use registry_core::outbound::OutboundGuard;
+use registry_core::ports::{
+    BlobStore, Clock, IdentityStore, JobQueue, MetadataStore, SystemClock, WebhookStore,
+};
+use registry_core::webhooks::Webhooks;
+use registry_core::worker::{RetryPolicy, Worker};
 use registry_core::{Registry, RegistryConfig, RegistryError, Result};
-use registry_embedded::{EmbeddedMetadataStore, FileBlobStore, open_database};
+use registry_embedded::{EmbeddedJobQueue, EmbeddedMetadataStore, FileBlobStore, open_database};
 use registry_http::AppState;
+use registry_outbound::{GuardedHttpClient, OutboundConfig};
 
 use crate::config::{AwsConfig, Backend, ServerConfig};
 
@@ -50,6 +59,9 @@ pub struct Stores {
     pub blobs: Arc<dyn BlobStore>,
     pub meta: Arc<dyn MetadataStore>,
     pub identities: Arc<dyn IdentityStore>,
+    pub webhooks: Arc<dyn WebhookStore>,
+    /// The webhook queue; `None` (AWS without `REGISTRY_WEBHOOK_QUEUE_URL`): no events.
+    pub webhook_queue: Option<Arc<dyn JobQueue>>,
 }
 
 /// The storage adapters of the configured backend.
@@ -57,11 +69,19 @@ pub async fn stores(config: &ServerConfig) -> Result<Stores> {
     match config.backend {
         Backend::Embedded => {
             let db = open_database(&config.data_dir.join("metadata.redb"))?;
-            let meta = Arc::new(EmbeddedMetadataStore::new(db)?);
+            let meta = Arc::new(EmbeddedMetadataStore::new(db.clone())?);
+            let queue = EmbeddedJobQueue::named(
+                db,
+                "webhook",
+                Arc::new(SystemClock),
+                config.events.webhook_max_receives,
+            )?;
             Ok(Stores {
                 blobs: Arc::new(FileBlobStore::new(&config.data_dir)?),
                 meta: meta.clone(),
-                identities: meta,
+                identities: meta.clone(),
+                webhooks: meta,
+                webhook_queue: Some(Arc::new(queue)),
             })
         }
         Backend::Aws => {
@@ -84,10 +104,25 @@ pub async fn stores(config: &ServerConfig) -> Result<Stores> {
                     ..DynamoSettings::new(&aws.table, &aws.bucket)
                 },
             ));
+            let webhook_queue = aws.webhook_queue_url.as_ref().map(|url| {
+                let queue = SqsJobQueue::new(
+                    clients.sqs.clone(),
+                    SqsQueueSettings {
+                        queue_url: url.clone(),
+                        dead_letter_queue_url: aws
+                            .webhook_dlq_url
+                            .clone()
+                            .unwrap_or_else(|| format!("{url}-dlq")),
+                    },
+                );
+                Arc::new(queue) as Arc<dyn JobQueue>
+            });
             Ok(Stores {
                 blobs: Arc::new(blobs),
                 meta: meta.clone(),
-                identities: meta,
+                identities: meta.clone(),
+                webhooks: meta,
+                webhook_queue,
             })
         }
     }
@@ -177,21 +212,122 @@ pub fn auth_enabled(config: &ServerConfig, open_on_loopback: bool) -> Result<boo
     )))
 }
 
+/// The registry's public base URL: configured, or `http://<addr>`.
+pub fn public_url(config: &ServerConfig) -> String {
+    config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.addr))
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// The event machinery, where a webhook queue exists.
+#[derive(Clone)]
+pub struct EventsRuntime {
+    /// Publishes outbox events (fast path and sweep).
+    pub relay: Arc<EventRelay>,
+    /// Webhook policies and deliveries, and the webhook queue's handler.
+    pub webhooks: Arc<Webhooks>,
+    /// The webhook queue's consumer.
+    pub worker: Arc<Worker>,
+    /// The webhook queue.
+    pub queue: Arc<dyn JobQueue>,
+}
+
+/// The event machinery over `stores`, or `None` without a webhook queue.
+pub fn events_runtime(
+    config: &ServerConfig,
+    stores: &Stores,
+    clock: Arc<dyn Clock>,
+) -> Result<Option<EventsRuntime>> {
+    let Some(queue) = stores.webhook_queue.clone() else {
+        return Ok(None);
+    };
+    let e = &config.events;
+    let relay = Arc::new(EventRelay::new(
+        stores.meta.clone(),
+        queue.clone(),
+        clock.clone(),
+        EventsConfig {
+            pull_events: e.pull_events,
+            sweep_grace_ms: e.outbox_grace_secs * 1000,
+            fault_abort_before_publish: e
+                .fault_abort_before_publish
+                .as_deref()
+                .map(str::parse)
+                .transpose()?,
+        },
+    ));
+    let outbound = GuardedHttpClient::new(OutboundConfig {
+        guard: OutboundGuard::new(OutboundGuard::parse_allowed(&e.outbound_allow)?),
+        timeout: Duration::from_secs(e.webhook_timeout_secs.max(1)),
+        ..OutboundConfig::default()
+    })?;
+    let webhooks = Arc::new(Webhooks::new(
+        stores.webhooks.clone(),
+        queue.clone(),
+        Arc::new(outbound),
+        clock,
+        public_url(config),
+    ));
+    let worker = Arc::new(Worker::new(
+        "webhook",
+        queue.clone(),
+        webhooks.clone(),
+        RetryPolicy {
+            base_delay_secs: e.webhook_retry_base_secs,
+            max_delay_secs: e.webhook_retry_max_secs,
+            max_receives: e.webhook_max_receives,
+        },
+    ));
+    Ok(Some(EventsRuntime {
+        relay,
+        webhooks,
+        worker,
+        queue,
+    }))
+}
+
+/// The event machinery alone, for a worker function; the webhook queue must be configured.
+pub async fn build_events(config: &ServerConfig) -> Result<EventsRuntime> {
+    let stores = stores(config).await?;
+    events_runtime(config, &stores, Arc::new(SystemClock))?.ok_or_else(|| {
+        RegistryError::Storage(
+            "REGISTRY_WEBHOOK_QUEUE_URL is required by the webhook worker".into(),
+        )
+    })
+}
+
+/// Everything a server process runs: the HTTP state and, when events are on, their
+/// machinery.
+pub struct Composed {
+    pub state: AppState,
+    pub events: Option<EventsRuntime>,
+}
+
 /// The application state: the registry and, when on, the authentication.
 pub async fn build_state(config: &ServerConfig, open_on_loopback: bool) -> Result<AppState> {
+    Ok(build(config, open_on_loopback).await?.state)
+}
+
+/// The application state and the event machinery.
+pub async fn build(config: &ServerConfig, open_on_loopback: bool) -> Result<Composed> {
     let stores = stores(config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let registry = Arc::new(Registry::new(
-        stores.blobs,
-        stores.meta,
+    let events = events_runtime(config, &stores, clock.clone())?;
+    let mut registry = Registry::new(
+        stores.blobs.clone(),
+        stores.meta.clone(),
         clock.clone(),
         registry_config(config),
-    ));
+    );
+    if let Some(events) = &events {
+        registry = registry.with_events(events.relay.clone());
+    }
+    let registry = Arc::new(registry);
     let auth = if auth_enabled(config, open_on_loopback)? {
-        let public = config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", config.addr));
+        let public = public_url(config);
         let issuer = TokenIssuer::new(signing_keys(config)?, TOKEN_SERVICE, TOKEN_SERVICE);
         let auth = Arc::new(AuthService::new(
             stores.identities.clone(),
@@ -214,9 +350,13 @@ pub async fn build_state(config: &ServerConfig, open_on_loopback: bool) -> Resul
     } else {
         None
     };
-    Ok(AppState {
-        registry,
-        auth,
-        identities: Some(stores.identities),
+    Ok(Composed {
+        state: AppState {
+            registry,
+            auth,
+            identities: Some(stores.identities),
+            webhooks: events.as_ref().map(|e| e.webhooks.clone()),
+        },
+        events,
     })
 }

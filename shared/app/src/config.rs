@@ -104,7 +104,60 @@ pub struct ServerConfig {
     pub token_ttl_secs: u64,
 
     #[command(flatten)]
+    pub events: EventsSettings,
+
+    #[command(flatten)]
     pub aws: AwsConfig,
+}
+
+/// Events, webhooks and the queue workers.
+#[derive(Debug, Clone, Args)]
+pub struct EventsSettings {
+    /// Record an `image.pulled` event on each manifest GET (off: pulls are frequent).
+    #[arg(long, env = "REGISTRY_PULL_EVENTS", default_value_t = false)]
+    pub pull_events: bool,
+
+    /// Internal networks (comma-separated CIDRs, e.g. `10.0.0.0/8,127.0.0.1`) that
+    /// webhook targets may resolve to; loopback, link-local and private addresses are
+    /// refused otherwise.
+    #[arg(long, env = "REGISTRY_OUTBOUND_ALLOW", default_value = "")]
+    pub outbound_allow: String,
+
+    /// Run the queue workers (webhook delivery) and the outbox sweep in this process
+    /// (the local binary; the Lambda deployment runs them as functions).
+    #[arg(long, env = "REGISTRY_WORKERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub workers: bool,
+
+    /// Seconds before the first retry of a failed webhook delivery (then doubling).
+    #[arg(long, env = "REGISTRY_WEBHOOK_RETRY_BASE_SECS", default_value_t = 10)]
+    pub webhook_retry_base_secs: u64,
+
+    /// Longest wait between two tries of a webhook delivery, in seconds.
+    #[arg(long, env = "REGISTRY_WEBHOOK_RETRY_MAX_SECS", default_value_t = 3600)]
+    pub webhook_retry_max_secs: u64,
+
+    /// Tries of a webhook job before it goes to the dead-letter queue; on AWS it must
+    /// equal the webhook queue's redrive `maxReceiveCount`.
+    #[arg(long, env = "REGISTRY_WEBHOOK_MAX_RECEIVES", default_value_t = 5)]
+    pub webhook_max_receives: u32,
+
+    /// Seconds a webhook POST may take, connection included.
+    #[arg(long, env = "REGISTRY_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
+    pub webhook_timeout_secs: u64,
+
+    /// Seconds between two sweeps of the event outbox.
+    #[arg(long, env = "REGISTRY_OUTBOX_SWEEP_SECS", default_value_t = 5)]
+    pub outbox_sweep_secs: u64,
+
+    /// Age in seconds after which the sweep publishes an outbox event the request that
+    /// recorded it did not (its process died after the commit).
+    #[arg(long, env = "REGISTRY_OUTBOX_GRACE_SECS", default_value_t = 10)]
+    pub outbox_grace_secs: u64,
+
+    /// Fault injection for crash tests: abort right after committing a change that
+    /// records an event of this type (e.g. `manifest.pushed`), before publishing it.
+    #[arg(long, env = "REGISTRY_FAULT_ABORT_BEFORE_PUBLISH", hide = true)]
+    pub fault_abort_before_publish: Option<String>,
 }
 
 /// Settings of the AWS backend.
@@ -145,6 +198,14 @@ pub struct AwsConfig {
     /// Base URL that replaces the S3 endpoint in blob redirects (CloudFront, custom domain).
     #[arg(long, env = "REGISTRY_BLOB_PUBLIC_BASE_URL")]
     pub blob_public_base_url: Option<String>,
+
+    /// The webhook queue (events and deliveries); unset: no events are recorded.
+    #[arg(long, env = "REGISTRY_WEBHOOK_QUEUE_URL")]
+    pub webhook_queue_url: Option<String>,
+
+    /// The webhook queue's dead-letter queue.
+    #[arg(long, env = "REGISTRY_WEBHOOK_DLQ_URL")]
+    pub webhook_dlq_url: Option<String>,
 }
 
 impl ServerConfig {

@@ -18,6 +18,10 @@
 //! | reverse blob link | `BLOB#<digest>` | `REPO#<name>` | — |
 //! | referrer | `REPO#<name>` | `REFERRER#<subject>#<digest>` | `v`: the referrer descriptor |
 //! | upload session | `UPLOAD#<id>` | `UPLOAD` | `v`: the [`UploadSession`], `offset` (N), `expires_at_ms` (N), `expires_at` (N, TTL) |
+//! | outbox event | `OUTBOX` | `EVENT#<event id>` | `v`: the [`Event`] |
+//!
+//! Identities and webhooks live in the same table: see the `IdentityStore` and
+//! `WebhookStore` implementations (`dynamo_identity_store.rs`, `dynamo_webhook_store.rs`).
 //!
 //! The **record attributes** of a manifest are `v`, the JSON of the [`ManifestRecord`]
 //! without its content (digest, mediaType, subject, artifactType, annotations), and
@@ -40,6 +44,11 @@
 //! discards the blob store's upload) sees an expired session before DynamoDB's TTL
 //! removes it; TTL is the backstop. The exact expiry is `expires_at_ms`.
 //!
+//! Outbox events are one partition (`OUTBOX`), written by every change that records an
+//! event; on AWS a partition takes about 1,000 writes a second, which bounds the pushes,
+//! tag deletes and uploads a second that record events (not mounts: they record none).
+//! Event ids are UUIDv7, so the partition's sort order is time order.
+//!
 //! # Calls per method
 //!
 //! All reads are strongly consistent (`ConsistentRead = true`).
@@ -49,20 +58,34 @@
 //! - `resolve_tag`, `blob_link`, `repository_exists`, `get_upload`: one GetItem.
 //! - `put_manifest`: (PutObject when the content goes to S3, then) one
 //!   TransactWriteItems of the manifest, each tag, the referrer entry (when the manifest
-//!   has a subject), the repository marker and the catalog entry. At most
-//!   [`MAX_TAGS_PER_PUT`] tags (a transaction holds 100 items); more is `TagInvalid`.
+//!   has a subject), the repository marker, the catalog entry and a Put of each event
+//!   into the outbox. At most [`MAX_TAGS_PER_PUT`] tags (a transaction holds 100 items);
+//!   more is `TagInvalid`. When that many tags, a referrer entry and the events would
+//!   not fit with the marker and the catalog entry, one BatchWriteItem writes those two
+//!   first (idempotent, as `link_blob` writes them), and the transaction keeps the
+//!   manifest, its tags, its referrer entry and the events; more than fit even then is
+//!   `TagInvalid`.
 //! - `delete_manifest`: GetItem of the manifest (`rev`, subject), Query of the
 //!   repository's tags filtered on `digest`, then one TransactWriteItems deleting the
 //!   manifest (condition `rev = :seen`), each tag found (condition `digest = :d`, so a
-//!   tag moved meanwhile to another manifest stays) and the referrer entry. A cancelled
-//!   condition starts over (bounded). When more than 98 tags point at the manifest (the
-//!   final transaction's room besides the manifest and its referrer entry), the surplus
-//!   is deleted (on the same condition) in earlier transactions, so no tag ever points
-//!   at a missing manifest.
-//! - `delete_tag`: one DeleteItem (condition `attribute_exists(pk)` tells whether it
-//!   existed without returning the manifest copy).
-//! - `link_blob`: one BatchWriteItem of the link, the reverse link, the repository marker
-//!   and the catalog entry (unprocessed items are resent). Not a transaction: the four
+//!   tag moved meanwhile to another manifest stays), the referrer entry, and puts the
+//!   events into the outbox. A cancelled condition starts over (bounded). When more than
+//!   98 tags (minus one per event) point at the manifest (the final transaction's room
+//!   besides the manifest, its referrer entry and the events), the surplus is deleted
+//!   (on the same condition) in earlier transactions, so no tag ever points at a missing
+//!   manifest; the events are only in the final transaction, the one that deletes the
+//!   manifest. No manifest: `false` after the GetItem, nothing recorded.
+//! - `delete_tag`: without events, one DeleteItem (condition `attribute_exists(pk)` tells
+//!   whether it existed without returning the manifest copy). With events, one
+//!   TransactWriteItems of that Delete (same condition) and a Put of each event into the
+//!   outbox; a failed condition is `false`, with nothing recorded.
+//! - `link_blob`: without events, one BatchWriteItem of the link, the reverse link, the
+//!   repository marker and the catalog entry (unprocessed items are resent). With events
+//!   (an upload, not a mount), one TransactWriteItems of the same four puts and a Put of
+//!   each event into the outbox, since an event must commit with its change (twice the
+//!   write units of the batch, and concurrent uploads to one repository contend on its
+//!   marker: their cancellations are resent, see Consistency). The batch is not a
+//!   transaction: the four
 //!   puts are idempotent with fixed values (a digest has one size), the method succeeds
 //!   only when all four are written, and the caller repeats a failed link (the client
 //!   retries its upload or mount), so a failure can only leave some of them written
@@ -86,6 +109,9 @@
 //!   expires_at_ms < :now`. A maintenance operation (the sweep), acceptable because the
 //!   table holds few sessions besides small items and TTL removes old sessions on AWS;
 //!   LocalStack never runs TTL, so expiry is always filtered on `expires_at_ms`.
+//! - `outbox_events`: Query of `OUTBOX` with `begins_with(sk, "EVENT#")`, ascending
+//!   (oldest first), `Limit` = what is still wanted, over pages until `limit`.
+//! - `remove_outbox_event`: one DeleteItem (unconditional, so removing twice succeeds).
 //!
 //! # Consistency
 //!
@@ -95,6 +121,9 @@
 //! transaction, and single writes rejected by one (`TransactionConflictException`),
 //! are retried with jittered exponential backoff, up to [`MAX_ATTEMPTS`] times.
 //! Reads are strongly consistent, so a read after a successful write sees it.
+//! Outbox events are Puts inside the transaction of their change (for `link_blob` and
+//! `delete_tag`, the transaction they then use), so an event exists if and only if its
+//! change committed; a change retried after a conflict writes the same event item again.
 //!
 //! # Errors
 //!
@@ -103,8 +132,9 @@
 //! `create_upload`'s id exists, or when contention outlasts the retries;
 //! `BlobUploadUnknown` when `update_upload` finds no session; `TagInvalid` for more than
 //! [`MAX_TAGS_PER_PUT`] tags in one put, or for as many copies of a manifest's metadata
-//! as would not fit one transaction; `ManifestInvalid` when a manifest's metadata alone
-//! (annotations) does not fit an item.
+//! as would not fit one transaction (events included); `ManifestInvalid` when a
+//! manifest's metadata alone (annotations) does not fit an item; `Storage` for more
+//! events than one transaction holds besides the change.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -124,6 +154,7 @@ use aws_sdk_dynamodb::types::{
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
+use registry_core::events::Event;
 use registry_core::keys;
 use registry_core::manifest::ReferrerDescriptor;
 use registry_core::ports::{ManifestRecord, MetadataStore, Page, PageRequest};
@@ -135,6 +166,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_INLINE_MANIFEST_LIMIT: usize = 300 * 1024;
 /// Most tags one `put_manifest` may set: a transaction holds 100 items, and the
 /// manifest, its referrer entry, the repository marker and the catalog entry take four.
+/// With outbox events, the marker and the catalog entry leave the transaction when they
+/// would not fit (see `put_manifest` in the module doc), so one or two events still fit.
 pub const MAX_TAGS_PER_PUT: usize = MAX_TRANSACTION_ITEMS - 4;
 /// How long after its expiry DynamoDB's TTL may remove an upload session.
 pub const UPLOAD_TTL_GRACE_SECS: u64 = 24 * 3600;
@@ -273,6 +306,14 @@ pub(crate) enum TxOutcome {
     Committed,
     /// A condition failed; the reason code of each item, in order.
     ConditionFailed(Vec<String>),
+}
+
+/// The direction of a Query over sort keys, and its exclusive start (a whole sort key).
+pub(crate) enum Walk {
+    /// Ascending, strictly after `after` when given.
+    Up { after: Option<String> },
+    /// Descending, strictly before `before` when given.
+    Down { before: Option<String> },
 }
 
 /// A failure of `op` as `Storage`: the service's error code and message when there is
@@ -427,9 +468,16 @@ fn cancellation(codes: &[String]) -> Cancellation {
 }
 
 /// Whether a record goes inline (`true`) or to S3, given the length of its metadata JSON
-/// and content, how many tag items copy it, and the inline limit; refuses a record whose
-/// metadata alone, or whose transaction, cannot fit.
-fn stores_inline(meta_len: usize, content_len: usize, tags: usize, limit: usize) -> Result<bool> {
+/// and content, how many tag items copy it, the size of the transaction's other items
+/// (outbox events) and the inline limit; refuses a record whose metadata alone, or whose
+/// transaction, cannot fit.
+fn stores_inline(
+    meta_len: usize,
+    content_len: usize,
+    tags: usize,
+    others_len: usize,
+    limit: usize,
+) -> Result<bool> {
     if tags > MAX_TAGS_PER_PUT {
         return Err(RegistryError::TagInvalid(format!(
             "at most {MAX_TAGS_PER_PUT} tags per manifest push"
@@ -445,15 +493,29 @@ fn stores_inline(meta_len: usize, content_len: usize, tags: usize, limit: usize)
     let inline = record_size <= limit.min(MAX_INLINE_RECORD)
         && record_size.saturating_mul(copies) <= TRANSACTION_RECORD_BUDGET;
     let stored = if inline { record_size } else { meta_len };
-    // The copies, the referrer descriptor (at most the metadata) and the two markers.
-    let estimate =
-        (stored + ITEM_OVERHEAD) * copies + (meta_len + ITEM_OVERHEAD) + 2 * ITEM_OVERHEAD;
+    // The copies, the referrer descriptor (at most the metadata), the two markers and the
+    // other items.
+    let estimate = (stored + ITEM_OVERHEAD) * copies
+        + (meta_len + ITEM_OVERHEAD)
+        + 2 * ITEM_OVERHEAD
+        + others_len;
     if estimate > TRANSACTION_LIMIT {
         return Err(RegistryError::TagInvalid(format!(
             "too many tags ({tags}) for a manifest with this much metadata"
         )));
     }
     Ok(inline)
+}
+
+/// Refuses a transaction of more items than DynamoDB takes (only reachable with an
+/// unusual number of events for one change).
+fn fits_one_transaction(op: &str, items: usize) -> Result<()> {
+    if items > MAX_TRANSACTION_ITEMS {
+        return Err(RegistryError::Storage(format!(
+            "{op}: {items} items do not fit one transaction (at most {MAX_TRANSACTION_ITEMS})"
+        )));
+    }
+    Ok(())
 }
 
 /// Epoch seconds at which TTL may remove a session expiring at `expires_at_ms`.
@@ -506,6 +568,53 @@ impl DynamoMetadataStore {
             key(keys::repo_pk(repo), keys::REPO_MARKER),
             key(keys::CATALOG, keys::catalog_sk(repo)),
         ]
+    }
+
+    /// The transaction items putting `events` in the outbox (`OUTBOX` / `EVENT#<id>`, `v`:
+    /// the event JSON), and their size estimate in bytes.
+    fn outbox_puts(&self, op: &str, events: &[Event]) -> Result<(Vec<TransactWriteItem>, usize)> {
+        let mut puts = Vec::with_capacity(events.len());
+        let mut len = 0;
+        for event in events {
+            let json = encode_json(op, event)?;
+            len += json.len() + ITEM_OVERHEAD;
+            let mut item = key(keys::OUTBOX, keys::outbox_sk(&event.id));
+            item.insert(V.to_owned(), s(json));
+            puts.push(self.put_item(op, item)?);
+        }
+        Ok((puts, len))
+    }
+
+    /// One BatchWriteItem putting `items` (at most 25), resending unprocessed items with
+    /// backoff until all are written.
+    async fn batch_put(&self, op: &str, items: Vec<Item>) -> Result<()> {
+        let mut pending = Vec::with_capacity(items.len());
+        for item in items {
+            let put = build(op, PutRequest::builder().set_item(Some(item)).build())?;
+            pending.push(WriteRequest::builder().put_request(put).build());
+        }
+        for attempt in 0..MAX_ATTEMPTS {
+            let resp = retry_conflicts(|| {
+                self.ddb
+                    .batch_write_item()
+                    .request_items(self.table(), pending.clone())
+                    .send()
+            })
+            .await
+            .map_err(|e| storage(op, e))?;
+            pending = resp
+                .unprocessed_items
+                .and_then(|mut m| m.remove(self.table()))
+                .unwrap_or_default();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            backoff(attempt).await;
+        }
+        Err(RegistryError::Storage(format!(
+            "{op}: {} items still unprocessed after {MAX_ATTEMPTS} attempts",
+            pending.len()
+        )))
     }
 
     pub(crate) async fn get_item(
@@ -646,8 +755,39 @@ impl DynamoMetadataStore {
         want: usize,
         attribute: &str,
     ) -> Result<Vec<String>> {
+        let walk = Walk::Up {
+            after: after.map(|a| format!("{prefix}{a}")),
+        };
+        let attributes: &[&str] = if attribute == SK { &[] } else { &[attribute] };
+        self.query_items(op, pk, prefix, walk, want, attributes)
+            .await?
+            .iter()
+            .map(|item| require_s(op, item, attribute).map(str::to_owned))
+            .collect()
+    }
+
+    /// Items of partition `pk` whose sort key starts with `prefix`, walked as `walk` says,
+    /// at most `want`, projected to `sk` and `attributes`; one Query per page, `Limit` =
+    /// what is still wanted.
+    pub(crate) async fn query_items(
+        &self,
+        op: &str,
+        pk: &str,
+        prefix: &str,
+        walk: Walk,
+        want: usize,
+        attributes: &[&str],
+    ) -> Result<Vec<Item>> {
+        let (forward, start_sk) = match walk {
+            Walk::Up { after } => (true, after),
+            Walk::Down { before } => (false, before),
+        };
+        let mut projection = "#sk".to_owned();
+        for i in 0..attributes.len() {
+            projection.push_str(&format!(", #a{i}"));
+        }
         let mut out = Vec::new();
-        let mut start: Option<Item> = after.map(|a| key(pk, format!("{prefix}{a}")));
+        let mut start: Option<Item> = start_sk.map(|sk| key(pk, sk));
         while out.len() < want {
             let page_limit = i32::try_from(want - out.len()).unwrap_or(i32::MAX);
             let mut req = self
@@ -655,23 +795,20 @@ impl DynamoMetadataStore {
                 .query()
                 .table_name(self.table())
                 .consistent_read(true)
+                .scan_index_forward(forward)
                 .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_names("#sk", SK)
                 .expression_attribute_values(":pk", s(pk))
                 .expression_attribute_values(":prefix", s(prefix))
+                .projection_expression(&projection)
                 .limit(page_limit)
                 .set_exclusive_start_key(start.take());
-            req = if attribute == SK {
-                req.projection_expression("#sk")
-            } else {
-                req.projection_expression("#sk, #a")
-                    .expression_attribute_names("#a", attribute)
-            };
-            let resp = req.send().await.map_err(|e| storage(op, e))?;
-            for item in resp.items() {
-                out.push(require_s(op, item, attribute)?.to_owned());
+            for (i, name) in attributes.iter().enumerate() {
+                req = req.expression_attribute_names(format!("#a{i}"), *name);
             }
+            let resp = req.send().await.map_err(|e| storage(op, e))?;
+            out.extend(resp.items.unwrap_or_default());
             match resp.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => break,
@@ -841,39 +978,38 @@ fn upload_item(op: &str, session: &UploadSession) -> Result<Item> {
 
 #[async_trait]
 impl MetadataStore for DynamoMetadataStore {
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        const OP: &str = "DynamoDB BatchWriteItem (link_blob)";
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        events: &[Event],
+    ) -> Result<()> {
         let mut link = key(keys::repo_pk(repo), keys::blob_sk(digest));
         link.insert(SIZE.to_owned(), n(size));
         let [marker, catalog] = Self::repo_items(repo);
         let reverse = key(keys::blob_pk(digest), keys::catalog_sk(repo));
-        let mut pending = Vec::new();
-        for item in [link, reverse, marker, catalog] {
-            let put = build(OP, PutRequest::builder().set_item(Some(item)).build())?;
-            pending.push(WriteRequest::builder().put_request(put).build());
+        let items = vec![link, reverse, marker, catalog];
+        if events.is_empty() {
+            return self
+                .batch_put("DynamoDB BatchWriteItem (link_blob)", items)
+                .await;
         }
-        for attempt in 0..MAX_ATTEMPTS {
-            let resp = retry_conflicts(|| {
-                self.ddb
-                    .batch_write_item()
-                    .request_items(self.table(), pending.clone())
-                    .send()
-            })
-            .await
-            .map_err(|e| storage(OP, e))?;
-            pending = resp
-                .unprocessed_items
-                .and_then(|mut m| m.remove(self.table()))
-                .unwrap_or_default();
-            if pending.is_empty() {
-                return Ok(());
-            }
-            backoff(attempt).await;
+        const OP: &str = "DynamoDB TransactWriteItems (link_blob)";
+        let (outbox, _) = self.outbox_puts(OP, events)?;
+        let mut tx = items
+            .into_iter()
+            .map(|item| self.put_item(OP, item))
+            .collect::<Result<Vec<_>>>()?;
+        tx.extend(outbox);
+        fits_one_transaction(OP, tx.len())?;
+        match self.transact(OP, tx).await? {
+            TxOutcome::Committed => Ok(()),
+            TxOutcome::ConditionFailed(codes) => Err(corrupt(
+                OP,
+                format!("unexpected condition failure: {codes:?}"),
+            )),
         }
-        Err(RegistryError::Storage(format!(
-            "{OP}: {} items still unprocessed after {MAX_ATTEMPTS} attempts",
-            pending.len()
-        )))
     }
 
     async fn blob_link(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
@@ -942,15 +1078,31 @@ impl MetadataStore for DynamoMetadataStore {
         repo: &RepoName,
         record: &ManifestRecord,
         tags: &[Tag],
+        events: &[Event],
     ) -> Result<()> {
         const OP: &str = "DynamoDB TransactWriteItems (put_manifest)";
         let meta = encode_json(OP, &ManifestMeta::of(record))?;
+        let (outbox, outbox_len) = self.outbox_puts(OP, events)?;
         let inline = stores_inline(
             meta.len(),
             record.content.len(),
             tags.len(),
+            outbox_len,
             self.settings.inline_manifest_limit,
         )?;
+        // The manifest, its tags, its referrer entry and the outbox events must share the
+        // transaction; the repository's marker and catalog entry need not (idempotent, as
+        // `link_blob` writes them), so they go first when all would not fit.
+        let referrers = usize::from(record.subject.is_some());
+        let atomic = 1 + tags.len() + referrers + outbox.len();
+        if atomic > MAX_TRANSACTION_ITEMS {
+            return Err(RegistryError::TagInvalid(format!(
+                "too many tags ({}) for one manifest push with {} events",
+                tags.len(),
+                outbox.len()
+            )));
+        }
+        let markers_apart = atomic + 2 > MAX_TRANSACTION_ITEMS;
         let descriptor = match &record.subject {
             Some(_) => {
                 let mut d = record.referrer_descriptor();
@@ -981,7 +1133,15 @@ impl MetadataStore for DynamoMetadataStore {
         let attributes = Self::record_attributes(&meta, &body);
         let pk = keys::repo_pk(repo);
 
-        let mut items = Vec::with_capacity(tags.len() + 4);
+        if markers_apart {
+            self.batch_put(
+                "DynamoDB BatchWriteItem (put_manifest markers)",
+                Self::repo_items(repo).into(),
+            )
+            .await?;
+        }
+
+        let mut items = Vec::with_capacity(atomic + 2);
         let mut manifest = key(pk.as_str(), keys::manifest_sk(&record.digest));
         manifest.extend(attributes.iter().cloned());
         manifest.insert(
@@ -1000,9 +1160,12 @@ impl MetadataStore for DynamoMetadataStore {
             item.insert(V.to_owned(), s(descriptor));
             items.push(self.put_item(OP, item)?);
         }
-        for item in Self::repo_items(repo) {
-            items.push(self.put_item(OP, item)?);
+        if !markers_apart {
+            for item in Self::repo_items(repo) {
+                items.push(self.put_item(OP, item)?);
+            }
         }
+        items.extend(outbox);
         match self.transact(OP, items).await? {
             TxOutcome::Committed => Ok(()),
             TxOutcome::ConditionFailed(codes) => Err(corrupt(
@@ -1049,11 +1212,18 @@ impl MetadataStore for DynamoMetadataStore {
             .await
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        events: &[Event],
+    ) -> Result<bool> {
         const OP: &str = "DynamoDB TransactWriteItems (delete_manifest)";
         const GET: &str = "DynamoDB GetItem (delete_manifest)";
         let pk = keys::repo_pk(repo);
         let manifest_sk = keys::manifest_sk(digest);
+        let (outbox, _) = self.outbox_puts(OP, events)?;
+        fits_one_transaction(OP, outbox.len() + 2)?;
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt).await;
@@ -1072,9 +1242,10 @@ impl MetadataStore for DynamoMetadataStore {
             let rev = require_s(GET, &item, REV)?.to_owned();
             let mut tag_sks = self.tags_pointing_at(repo, digest).await?;
 
-            // The last transaction holds the manifest and the referrer entry; tags beyond
-            // what it holds go first, each still on condition that it points here.
-            let room = MAX_TRANSACTION_ITEMS - 2;
+            // The last transaction holds the manifest, the referrer entry and the outbox
+            // events; tags beyond what it holds go first, each still on condition that it
+            // points here.
+            let room = MAX_TRANSACTION_ITEMS - 2 - outbox.len();
             let mut restart = false;
             while tag_sks.len() > room {
                 let surplus = (tag_sks.len() - room).min(MAX_TRANSACTION_ITEMS);
@@ -1092,7 +1263,7 @@ impl MetadataStore for DynamoMetadataStore {
                 continue;
             }
 
-            let mut items = Vec::with_capacity(tag_sks.len() + 2);
+            let mut items = Vec::with_capacity(tag_sks.len() + 2 + outbox.len());
             let delete = build(
                 OP,
                 Delete::builder()
@@ -1117,6 +1288,7 @@ impl MetadataStore for DynamoMetadataStore {
                 )?;
                 items.push(TransactWriteItem::builder().delete(delete).build());
             }
+            items.extend(outbox.iter().cloned());
             match self.transact(OP, items).await? {
                 TxOutcome::Committed => return Ok(true),
                 // The manifest was pushed again, deleted, or a tag moved: look again.
@@ -1128,13 +1300,35 @@ impl MetadataStore for DynamoMetadataStore {
         )))
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag, events: &[Event]) -> Result<bool> {
+        let tag_key = key(keys::repo_pk(repo), keys::tag_sk(tag));
+        if !events.is_empty() {
+            const OP: &str = "DynamoDB TransactWriteItems (delete_tag)";
+            let (outbox, _) = self.outbox_puts(OP, events)?;
+            fits_one_transaction(OP, outbox.len() + 1)?;
+            let delete = build(
+                OP,
+                Delete::builder()
+                    .table_name(self.table())
+                    .set_key(Some(tag_key))
+                    .condition_expression("attribute_exists(#pk)")
+                    .expression_attribute_names("#pk", PK)
+                    .build(),
+            )?;
+            let mut items = vec![TransactWriteItem::builder().delete(delete).build()];
+            items.extend(outbox);
+            return match self.transact(OP, items).await? {
+                TxOutcome::Committed => Ok(true),
+                // The tag was absent: nothing deleted, nothing recorded.
+                TxOutcome::ConditionFailed(_) => Ok(false),
+            };
+        }
         const OP: &str = "DynamoDB DeleteItem (delete_tag)";
         let result = retry_conflicts(|| {
             self.ddb
                 .delete_item()
                 .table_name(self.table())
-                .set_key(Some(key(keys::repo_pk(repo), keys::tag_sk(tag))))
+                .set_key(Some(tag_key.clone()))
                 .condition_expression("attribute_exists(#pk)")
                 .expression_attribute_names("#pk", PK)
                 .send()
@@ -1315,6 +1509,29 @@ impl MetadataStore for DynamoMetadataStore {
         out.truncate(limit);
         Ok(out)
     }
+
+    async fn outbox_events(&self, limit: usize) -> Result<Vec<Event>> {
+        const OP: &str = "DynamoDB Query (outbox_events)";
+        self.query(OP, keys::OUTBOX, keys::EVENT_PREFIX, None, limit, V)
+            .await?
+            .iter()
+            .map(|v| serde_json::from_str(v).map_err(|e| corrupt(OP, e)))
+            .collect()
+    }
+
+    async fn remove_outbox_event(&self, event_id: &str) -> Result<()> {
+        const OP: &str = "DynamoDB DeleteItem (remove_outbox_event)";
+        retry_conflicts(|| {
+            self.ddb
+                .delete_item()
+                .table_name(self.table())
+                .set_key(Some(key(keys::OUTBOX, keys::outbox_sk(event_id))))
+                .send()
+        })
+        .await
+        .map_err(|e| storage(OP, e))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -1348,38 +1565,44 @@ mod tests {
     #[test]
     fn small_records_stay_inline_and_large_ones_go_to_s3() {
         let limit = DEFAULT_INLINE_MANIFEST_LIMIT;
-        assert!(stores_inline(200, 2_000, 1, limit).unwrap());
-        assert!(stores_inline(200, limit - 200, 0, limit).unwrap());
-        assert!(!stores_inline(200, limit - 199, 0, limit).unwrap());
-        assert!(!stores_inline(200, 4 * 1024 * 1024, 3, limit).unwrap());
+        assert!(stores_inline(200, 2_000, 1, 0, limit).unwrap());
+        assert!(stores_inline(200, limit - 200, 0, 0, limit).unwrap());
+        assert!(!stores_inline(200, limit - 199, 0, 0, limit).unwrap());
+        assert!(!stores_inline(200, 4 * 1024 * 1024, 3, 0, limit).unwrap());
         // A limit above what an item holds is capped.
-        assert!(!stores_inline(200, 500_000, 0, 10 * 1024 * 1024).unwrap());
+        assert!(!stores_inline(200, 500_000, 0, 0, 10 * 1024 * 1024).unwrap());
     }
 
     #[test]
     fn many_tag_copies_push_the_content_to_s3() {
         let limit = DEFAULT_INLINE_MANIFEST_LIMIT;
         // 100 KB × 31 copies is just under 3 MiB; × 32 is over.
-        assert!(stores_inline(0, 100 * 1024, 29, limit).unwrap());
-        assert!(!stores_inline(0, 100 * 1024, 40, limit).unwrap());
-        assert!(stores_inline(300, 3_000, MAX_TAGS_PER_PUT, limit).unwrap());
+        assert!(stores_inline(0, 100 * 1024, 29, 0, limit).unwrap());
+        assert!(!stores_inline(0, 100 * 1024, 40, 0, limit).unwrap());
+        assert!(stores_inline(300, 3_000, MAX_TAGS_PER_PUT, 0, limit).unwrap());
     }
 
     #[test]
     fn refuses_what_cannot_be_stored() {
         let limit = DEFAULT_INLINE_MANIFEST_LIMIT;
         assert!(matches!(
-            stores_inline(10, 10, MAX_TAGS_PER_PUT + 1, limit),
+            stores_inline(10, 10, MAX_TAGS_PER_PUT + 1, 0, limit),
             Err(RegistryError::TagInvalid(_))
         ));
         assert!(matches!(
-            stores_inline(MAX_INLINE_RECORD + 1, 10, 0, limit),
+            stores_inline(MAX_INLINE_RECORD + 1, 10, 0, 0, limit),
             Err(RegistryError::ManifestInvalid(_))
         ));
         // 100 KB of annotations copied into 60 tag items is over 4 MB even with the
         // content in S3.
         assert!(matches!(
-            stores_inline(100 * 1024, 10, 60, limit),
+            stores_inline(100 * 1024, 10, 60, 0, limit),
+            Err(RegistryError::TagInvalid(_))
+        ));
+        // Other items (outbox events) count towards the transaction's size.
+        assert!(stores_inline(100 * 1024, 10, 30, 0, limit).is_ok());
+        assert!(matches!(
+            stores_inline(100 * 1024, 10, 30, 1_000_000, limit),
             Err(RegistryError::TagInvalid(_))
         ));
     }

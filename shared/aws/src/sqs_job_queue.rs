@@ -23,6 +23,9 @@
 //!   returning full batches, further ReceiveMessage calls without a wait follow, up to
 //!   [`MAX_RECEIVE_CALLS`]. The receipt is SQS's `ReceiptHandle`.
 //! - `ack`: one DeleteMessage.
+//! - `retry_later(receipt, delay_secs)`: one ChangeMessageVisibility with
+//!   `VisibilityTimeout` = `delay_secs` (at most SQS's 12 hours). SQS counts the next
+//!   receive as one more, so dead-lettering is unchanged.
 //! - `dead_letters(max)`: ReceiveMessage on the dead-letter queue with
 //!   `VisibilityTimeout` = 0, so the messages stay there and stay visible (SQS has no
 //!   listing call; peeking raises their receive count in the dead-letter queue, which has
@@ -46,6 +49,15 @@
 //! received again or is gone, so `ack` treats that as success (at-least-once). Any other
 //! `ReceiptHandleIsInvalid` (a string SQS never issued) is `Storage`.
 //!
+//! **Retry of a job that is gone.** ChangeMessageVisibility on a message that is no longer
+//! in flight fails where DeleteMessage succeeds: SQS answers `MessageNotInflight` for a
+//! message visible again, and `InvalidParameterValue` "… Message does not exist or is
+//! not available for visibility timeout change" for one deleted or dead-lettered
+//! (LocalStack gives the latter for a deleted message and accepts a visible one).
+//! `retry_later` treats those, and an expired `ReceiptHandleIsInvalid` as `ack` does, as
+//! success: the job is gone or will be delivered again anyway. A handle SQS never issued
+//! is `Storage`.
+//!
 //! **Foreign messages.** A message whose body is not a [`Job`] (or that has no receipt
 //! handle) is not returned and not deleted: it stays invisible for the visibility timeout
 //! of the receive that met it, and the redrive policy moves it to the dead-letter queue
@@ -61,6 +73,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError;
 use aws_sdk_sqs::operation::delete_message::DeleteMessageError;
 use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -188,6 +201,22 @@ where
     RegistryError::Storage(format!("SQS {op}: {}", DisplayErrorContext(&err)))
 }
 
+/// Whether a failed ChangeMessageVisibility says the message is gone or not in flight
+/// (see "Retry of a job that is gone" in the module doc), not that the call is wrong.
+fn message_is_gone(err: &ChangeMessageVisibilityError) -> bool {
+    let message = err.message().unwrap_or_default().to_ascii_lowercase();
+    match err {
+        ChangeMessageVisibilityError::MessageNotInflight(_) => true,
+        ChangeMessageVisibilityError::ReceiptHandleIsInvalid(_) => message.contains("expired"),
+        other => {
+            other
+                .code()
+                .is_some_and(|c| c.ends_with("InvalidParameterValue"))
+                && (message.contains("does not exist") || message.contains("not available"))
+        }
+    }
+}
+
 /// The job in a message body, or `None` (logged) when the body is not a job.
 fn decode(m: &Message, queue_url: &str) -> Option<Job> {
     let id = m.message_id().unwrap_or("?");
@@ -306,6 +335,31 @@ impl JobQueue for SqsJobQueue {
         }
     }
 
+    async fn retry_later(&self, receipt: &str, delay_secs: u64) -> Result<()> {
+        // Lossless: clamped to 43 200.
+        let delay = delay_secs.min(SQS_MAX_VISIBILITY_SECS) as i32;
+        match self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.settings.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(delay)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if message_is_gone(e.err()) => {
+                tracing::debug!(
+                    code = e.err().code().unwrap_or_default(),
+                    error = e.err().message().unwrap_or_default(),
+                    "retry_later of a job no longer in flight: it is gone or visible again"
+                );
+                Ok(())
+            }
+            Err(e) => Err(sdk("ChangeMessageVisibility", e)),
+        }
+    }
+
     async fn dead_letters(&self, max: usize) -> Result<Vec<Job>> {
         let mut out = Vec::new();
         if max == 0 {
@@ -339,6 +393,45 @@ mod tests {
         let body = encode(&job).unwrap();
         assert!(!body.contains(['\u{fffe}', '\u{ffff}', '\u{1}']), "{body}");
         assert_eq!(serde_json::from_str::<Job>(&body).unwrap(), job);
+    }
+
+    #[test]
+    fn retry_of_a_gone_message_is_recognised() {
+        use aws_sdk_sqs::error::ErrorMetadata;
+        use aws_sdk_sqs::types::error::{MessageNotInflight, ReceiptHandleIsInvalid};
+        let generic = |code: &str, message: &str| {
+            ChangeMessageVisibilityError::generic(
+                ErrorMetadata::builder().code(code).message(message).build(),
+            )
+        };
+        let gone = "Value abc for parameter ReceiptHandle is invalid. Reason: Message does not \
+                    exist or is not available for visibility timeout change.";
+        assert!(message_is_gone(&generic("InvalidParameterValue", gone)));
+        assert!(message_is_gone(&generic(
+            "AWS.SimpleQueueService.InvalidParameterValue",
+            gone
+        )));
+        assert!(!message_is_gone(&generic(
+            "InvalidParameterValue",
+            "Value 50000 for parameter VisibilityTimeout is invalid."
+        )));
+        assert!(message_is_gone(
+            &ChangeMessageVisibilityError::MessageNotInflight(
+                MessageNotInflight::builder().build()
+            )
+        ));
+        let invalid = |message: &str| {
+            ChangeMessageVisibilityError::ReceiptHandleIsInvalid(
+                ReceiptHandleIsInvalid::builder()
+                    .message(message)
+                    .meta(ErrorMetadata::builder().message(message).build())
+                    .build(),
+            )
+        };
+        assert!(message_is_gone(&invalid("The receipt handle has expired.")));
+        assert!(!message_is_gone(&invalid(
+            "The input receipt handle \"garbage\" is not a valid receipt handle."
+        )));
     }
 
     #[test]

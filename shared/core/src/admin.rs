@@ -379,8 +379,13 @@ impl Admin {
         ))
     }
 
-    /// A system admin, or an admin of `project`.
-    async fn require_project_admin(&self, actor: &Actor, project: &str, what: &str) -> Result<()> {
+    /// `Ok` for a system admin or an admin of `project`.
+    pub async fn require_project_admin(
+        &self,
+        actor: &Actor,
+        project: &str,
+        what: &str,
+    ) -> Result<()> {
         Self::authenticated(actor)?;
         if actor.is_system_admin() {
             return Ok(());
@@ -399,7 +404,14 @@ impl Admin {
         }
     }
 
-    async fn audit(&self, actor: &Actor, action: &str, target: &str, detail: &str) -> Result<()> {
+    /// Appends to the audit log.
+    pub async fn audit(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        detail: &str,
+    ) -> Result<()> {
         let now = self.clock.now_millis();
         self.store
             .append_audit(&AuditRecord {

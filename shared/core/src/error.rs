@@ -63,6 +63,13 @@ pub enum RegistryError {
     /// An authenticated caller lacks the permission.
     #[error("requested access to the resource is denied: {0}")]
     Denied(String),
+    /// An outbound URL (webhook target, upstream) is not allowed: its scheme, or an
+    /// address it resolves to (loopback, link-local, private) without the operator's leave.
+    #[error("outbound target refused: {0}")]
+    OutboundRefused(String),
+    /// A remote server could not be reached or did not answer in time.
+    #[error("remote server unavailable: {0}")]
+    Upstream(String),
     /// Too many requests (failed logins): retry after `retry_after_secs`.
     #[error("too many requests: {message}")]
     TooManyRequests {

@@ -10,10 +10,15 @@
 //! | reverse blob link | `BLOB#<digest>` | `REPO#<name>` | `{}` |
 //! | referrer | `REPO#<name>` | `REFERRER#<subject>#<digest>` | referrer descriptor |
 //! | upload session | `UPLOAD#<id>` | `UPLOAD` | [`UploadSession`](crate::upload::UploadSession) |
+//! | outbox event | `OUTBOX` | `EVENT#<event id>` | [`Event`](crate::events::Event) |
+//! | webhook policy | `WEBHOOKS#<project>` | `POLICY#<policy id>` | [`WebhookPolicy`](crate::ports::WebhookPolicy) |
+//! | webhook delivery | `WEBHOOK#<policy id>` | `DELIVERY#<event id>` | [`Delivery`](crate::ports::Delivery) |
 //!
 //! `#` never appears in names, tags or digests, so prefixes never collide. Manifest
 //! puts and deletes are transactions over the repository's partition; tag writes are
 //! unconditional puts inside them (last writer wins, never a dangling half-write).
+//! Outbox items are written inside the transaction of the change they describe; event
+//! ids are UUIDv7, so `EVENT#…` and `DELIVERY#…` sort by time.
 
 use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
@@ -27,6 +32,10 @@ pub const BLOB_PREFIX: &str = "BLOB#";
 pub const REPO_PREFIX: &str = "REPO#";
 pub const REFERRER_PREFIX: &str = "REFERRER#";
 pub const UPLOAD_PREFIX: &str = "UPLOAD#";
+pub const OUTBOX: &str = "OUTBOX";
+pub const EVENT_PREFIX: &str = "EVENT#";
+pub const POLICY_PREFIX: &str = "POLICY#";
+pub const DELIVERY_PREFIX: &str = "DELIVERY#";
 
 pub fn repo_pk(repo: &RepoName) -> String {
     format!("{REPO_PREFIX}{repo}")
@@ -54,4 +63,19 @@ pub fn referrer_sk(subject: &Digest, referrer: &Digest) -> String {
 }
 pub fn upload_pk(upload_id: &str) -> String {
     format!("{UPLOAD_PREFIX}{upload_id}")
+}
+pub fn outbox_sk(event_id: &str) -> String {
+    format!("{EVENT_PREFIX}{event_id}")
+}
+pub fn webhooks_pk(project: &str) -> String {
+    format!("WEBHOOKS#{project}")
+}
+pub fn policy_sk(policy_id: &str) -> String {
+    format!("{POLICY_PREFIX}{policy_id}")
+}
+pub fn deliveries_pk(policy_id: &str) -> String {
+    format!("WEBHOOK#{policy_id}")
+}
+pub fn delivery_sk(event_id: &str) -> String {
+    format!("{DELIVERY_PREFIX}{event_id}")
 }

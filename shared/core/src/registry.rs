@@ -9,6 +9,7 @@ use rand::RngCore;
 
 use crate::digest::{Digest, DigestAlgorithm, DigestHasher};
 use crate::error::{RegistryError, Result};
+use crate::events::{Event, EventKind, EventRelay};
 use crate::manifest::{self, ReferrerDescriptor};
 use crate::names::{Reference, RepoName, Tag};
 use crate::ports::{
@@ -115,6 +116,8 @@ pub struct Registry {
     meta: Arc<dyn MetadataStore>,
     clock: Arc<dyn Clock>,
     config: RegistryConfig,
+    /// Publishes the events the use-cases record; `None`: no events are recorded.
+    events: Option<Arc<EventRelay>>,
     /// Serialises writes to one upload within this process (striped by upload id).
     upload_locks: Vec<tokio::sync::Mutex<()>>,
 }
@@ -133,9 +136,38 @@ impl Registry {
             meta,
             clock,
             config,
+            events: None,
             upload_locks: (0..UPLOAD_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+        }
+    }
+
+    /// Records events with each change and publishes them through `relay`.
+    pub fn with_events(mut self, relay: Arc<EventRelay>) -> Self {
+        self.events = Some(relay);
+        self
+    }
+
+    /// The relay the registry publishes through, if events are on.
+    pub fn events(&self) -> Option<&Arc<EventRelay>> {
+        self.events.as_ref()
+    }
+
+    /// `event` when events are on (the events a change records).
+    fn event(&self, event: impl FnOnce(u64) -> Event) -> Vec<Event> {
+        match self.events {
+            Some(_) => vec![event(self.clock.now_millis())],
+            None => Vec::new(),
+        }
+    }
+
+    /// After a commit: publish what it recorded (the fast path of the outbox).
+    async fn published(&self, events: &[Event]) {
+        if let Some(relay) = &self.events
+            && !events.is_empty()
+        {
+            relay.publish_committed(events).await;
         }
     }
 
@@ -243,7 +275,7 @@ impl Registry {
         };
         for source in sources {
             if let Some(size) = self.meta.blob_link(&source, digest).await? {
-                self.meta.link_blob(repo, digest, size).await?;
+                self.meta.link_blob(repo, digest, size, &[]).await?;
                 return Ok(true);
             }
         }
@@ -413,7 +445,15 @@ impl Registry {
             )));
         }
         self.blobs.commit_upload(&session.cursor(), digest).await?;
-        self.meta.link_blob(repo, digest, session.offset).await?;
+        let events = self.event(|now| {
+            Event::new(EventKind::BlobUploaded, repo, now)
+                .with_digest(digest)
+                .with_size(session.offset)
+        });
+        self.meta
+            .link_blob(repo, digest, session.offset, &events)
+            .await?;
+        self.published(&events).await;
         self.meta.delete_upload(&session.id).await?;
         Ok(computed)
     }
@@ -520,7 +560,17 @@ impl Registry {
         }
         tags.sort();
         tags.dedup();
-        self.meta.put_manifest(repo, &record, &tags).await?;
+        let events = self.event(|now| {
+            Event::new(EventKind::ManifestPushed, repo, now)
+                .with_digest(&digest)
+                .with_tags(&tags)
+                .with_media_type(&record.media_type)
+                .with_size(record.size())
+        });
+        self.meta
+            .put_manifest(repo, &record, &tags, &events)
+            .await?;
+        self.published(&events).await;
         Ok(PushedManifest {
             digest,
             subject: parsed.subject,
@@ -550,13 +600,45 @@ impl Registry {
         Ok(record)
     }
 
+    /// GET of a manifest: [`Registry::get_manifest`], and an `image.pulled` event when
+    /// pull events are on.
+    pub async fn pull_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        accept: &[String],
+    ) -> Result<ManifestRecord> {
+        let record = self.get_manifest(repo, reference, accept).await?;
+        if let Some(relay) = &self.events
+            && relay.config().pull_events
+        {
+            let mut event = Event::new(EventKind::ImagePulled, repo, self.clock.now_millis())
+                .with_digest(&record.digest)
+                .with_media_type(&record.media_type);
+            if let Reference::Tag(t) = reference {
+                event = event.with_tags([t]);
+            }
+            relay.publish_direct(&event).await;
+        }
+        Ok(record)
+    }
+
     /// DELETE of a manifest (by digest: the manifest and its tags) or of a tag.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
-        let deleted = match reference {
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
-            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+        let (deleted, events) = match reference {
+            Reference::Digest(d) => {
+                let events = self
+                    .event(|now| Event::new(EventKind::ManifestDeleted, repo, now).with_digest(d));
+                (self.meta.delete_manifest(repo, d, &events).await?, events)
+            }
+            Reference::Tag(t) => {
+                let events =
+                    self.event(|now| Event::new(EventKind::TagDeleted, repo, now).with_tags([t]));
+                (self.meta.delete_tag(repo, t, &events).await?, events)
+            }
         };
         if deleted {
+            self.published(&events).await;
             Ok(())
         } else {
             Err(RegistryError::ManifestUnknown(reference.to_string()))

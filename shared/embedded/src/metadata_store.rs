@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use registry_core::events::Event;
 use registry_core::keys;
 use registry_core::manifest::ReferrerDescriptor;
 use registry_core::ports::{ManifestRecord, MetadataStore, Page, PageRequest};
@@ -102,6 +103,16 @@ pub(crate) fn page_of(items: Vec<(String, Vec<u8>)>, prefix: &str, limit: usize)
     }
 }
 
+/// Writes `events` as outbox items (inside the caller's transaction).
+fn record_events(t: &mut Items<'_>, events: &[Event]) -> Result<()> {
+    for event in events {
+        let sk = keys::outbox_sk(&event.id);
+        t.insert((keys::OUTBOX, sk.as_str()), encode(event)?.as_slice())
+            .map_err(RegistryError::storage)?;
+    }
+    Ok(())
+}
+
 fn ensure_repo(t: &mut Items<'_>, repo: &RepoName) -> Result<()> {
     let pk = keys::repo_pk(repo);
     t.insert((pk.as_str(), keys::REPO_MARKER), EMPTY)
@@ -155,10 +166,17 @@ impl EmbeddedMetadataStore {
 
 #[async_trait]
 impl MetadataStore for EmbeddedMetadataStore {
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let (repo, digest) = (repo.clone(), digest.clone());
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        events: &[Event],
+    ) -> Result<()> {
+        let (repo, digest, events) = (repo.clone(), digest.clone(), events.to_vec());
         self.write(move |t| {
             ensure_repo(t, &repo)?;
+            record_events(t, &events)?;
             let (pk, sk) = (keys::repo_pk(&repo), keys::blob_sk(&digest));
             t.insert(
                 (pk.as_str(), sk.as_str()),
@@ -210,10 +228,13 @@ impl MetadataStore for EmbeddedMetadataStore {
         repo: &RepoName,
         record: &ManifestRecord,
         tags: &[Tag],
+        events: &[Event],
     ) -> Result<()> {
         let (repo, record, tags) = (repo.clone(), record.clone(), tags.to_vec());
+        let events = events.to_vec();
         self.write(move |t| {
             ensure_repo(t, &repo)?;
+            record_events(t, &events)?;
             let pk = keys::repo_pk(&repo);
             let sk = keys::manifest_sk(&record.digest);
             t.insert((pk.as_str(), sk.as_str()), encode(&record)?.as_slice())
@@ -252,14 +273,20 @@ impl MetadataStore for EmbeddedMetadataStore {
             .await
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        events: &[Event],
+    ) -> Result<bool> {
         let pk = keys::repo_pk(repo);
-        let digest = digest.clone();
+        let (digest, events) = (digest.clone(), events.to_vec());
         self.write(move |t| {
             let sk = keys::manifest_sk(&digest);
             let Some(record) = get_item::<ManifestRecord>(t, &pk, &sk)? else {
                 return Ok(false);
             };
+            record_events(t, &events)?;
             t.remove((pk.as_str(), sk.as_str()))
                 .map_err(RegistryError::storage)?;
             for (tag_sk, value) in query(t, &pk, keys::TAG_PREFIX, None, usize::MAX)? {
@@ -278,12 +305,18 @@ impl MetadataStore for EmbeddedMetadataStore {
         .await
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag, events: &[Event]) -> Result<bool> {
         let (pk, sk) = (keys::repo_pk(repo), keys::tag_sk(tag));
+        let events = events.to_vec();
         self.write(move |t| {
-            Ok(t.remove((pk.as_str(), sk.as_str()))
+            let existed = t
+                .remove((pk.as_str(), sk.as_str()))
                 .map_err(RegistryError::storage)?
-                .is_some())
+                .is_some();
+            if existed {
+                record_events(t, &events)?;
+            }
+            Ok(existed)
         })
         .await
     }
@@ -409,6 +442,26 @@ impl MetadataStore for EmbeddedMetadataStore {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn outbox_events(&self, limit: usize) -> Result<Vec<Event>> {
+        self.read(move |t| {
+            query(t, keys::OUTBOX, keys::EVENT_PREFIX, None, limit)?
+                .into_iter()
+                .map(|(_, v)| decode(&v))
+                .collect()
+        })
+        .await
+    }
+
+    async fn remove_outbox_event(&self, event_id: &str) -> Result<()> {
+        let sk = keys::outbox_sk(event_id);
+        self.write(move |t| {
+            t.remove((keys::OUTBOX, sk.as_str()))
+                .map_err(RegistryError::storage)?;
+            Ok(())
         })
         .await
     }

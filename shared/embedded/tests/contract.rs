@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use registry_core::ports::{BlobStore, IdentityStore, JobQueue, MetadataStore};
+use registry_core::ports::{BlobStore, IdentityStore, JobQueue, MetadataStore, WebhookStore};
 use registry_embedded::{EmbeddedJobQueue, EmbeddedMetadataStore, FileBlobStore, open_database};
 use registry_testkit::job_queue_contract::MAX_RECEIVES;
 use registry_testkit::{ManualClock, TestTime};
@@ -24,6 +24,14 @@ async fn embedded_metadata_store() -> (Arc<dyn MetadataStore>, TempDir) {
 
 /// The identity port of a fresh metadata store (same redb table as the metadata).
 async fn embedded_identity_store() -> (Arc<dyn IdentityStore>, TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open_database(&dir.path().join("registry.redb")).expect("database");
+    let store = EmbeddedMetadataStore::new(db).expect("metadata store");
+    (Arc::new(store), dir)
+}
+
+/// The webhook port of a fresh metadata store (same redb table as the metadata).
+async fn embedded_webhook_store() -> (Arc<dyn WebhookStore>, TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = open_database(&dir.path().join("registry.redb")).expect("database");
     let store = EmbeddedMetadataStore::new(db).expect("metadata store");
@@ -54,6 +62,29 @@ mod metadata_store {
 
 mod identity_store {
     registry_testkit::identity_store_contract_tests!(super::embedded_identity_store);
+}
+
+mod webhook_store {
+    registry_testkit::webhook_store_contract_tests!(super::embedded_webhook_store);
+}
+
+/// Named queues in one database are independent.
+#[tokio::test]
+async fn named_queues_are_independent() {
+    let clock = ManualClock::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open_database(&dir.path().join("registry.redb")).expect("database");
+    let a = EmbeddedJobQueue::named(db.clone(), "webhook", clock.shared(), 3).unwrap();
+    let b = EmbeddedJobQueue::named(db.clone(), "scan", clock.shared(), 3).unwrap();
+    let job = registry_core::ports::Job {
+        kind: "k".into(),
+        payload: serde_json::json!({}),
+    };
+    a.enqueue(&job).await.unwrap();
+    assert!(b.receive(10, 30).await.unwrap().is_empty());
+    let got = a.receive(10, 30).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].job, job);
 }
 
 mod job_queue {

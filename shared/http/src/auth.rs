@@ -181,10 +181,15 @@ pub async fn authorize(
     match auth.decide(&creds, &needs).await {
         Ok(Decided::Allowed(subject)) => {
             request.extensions_mut().insert(AuthContext {
-                subject,
+                subject: subject.clone(),
                 enabled: true,
             });
-            next.run(request).await
+            // The author of the events this request records: the user or robot name.
+            let actor = subject
+                .split_once(':')
+                .map_or(subject.as_str(), |(_, name)| name)
+                .to_owned();
+            registry_core::events::with_actor(Some(actor), next.run(request)).await
         }
         Ok(Decided::Challenge) => unauthorized(&auth, &needs, false),
         Ok(Decided::InsufficientScope) => unauthorized(&auth, &needs, true),

@@ -276,7 +276,11 @@ pub async fn dispatch(
                 .iter()
                 .filter_map(|v| v.to_str().ok().map(str::to_owned))
                 .collect();
-            let record = reg.get_manifest(&repo, &reference, &accept).await?;
+            let record = if m == Method::HEAD {
+                reg.get_manifest(&repo, &reference, &accept).await?
+            } else {
+                reg.pull_manifest(&repo, &reference, &accept).await?
+            };
             let size = record.size();
             let body = if m == Method::HEAD {
                 Body::empty()

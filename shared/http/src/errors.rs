@@ -34,6 +34,8 @@ pub fn status_and_code(err: &RegistryError) -> (StatusCode, &'static str) {
         E::PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         E::Conflict(_) => (StatusCode::CONFLICT, "BLOB_UPLOAD_INVALID"),
         E::AlreadyExists(_) => (StatusCode::CONFLICT, "UNSUPPORTED"),
+        E::OutboundRefused(_) => (StatusCode::BAD_REQUEST, "DENIED"),
+        E::Upstream(_) => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
         E::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         E::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         E::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),

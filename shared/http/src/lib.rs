@@ -29,6 +29,9 @@ pub struct AppState {
     /// off (with it on, the `AuthService`'s store is used); `None` with `auth` `None`: the
     /// management API answers that it is unavailable.
     pub identities: Option<Arc<dyn registry_core::ports::IdentityStore>>,
+    /// Webhook policies and delivery logs (`/api/v1/projects/{p}/webhooks`); `None`: the
+    /// routes answer that webhooks are not configured.
+    pub webhooks: Option<Arc<registry_core::webhooks::Webhooks>>,
 }
 
 /// The header every `/v2` response carries.

@@ -1,5 +1,5 @@
 //! The management API, `/api/v1/…`: users, groups, projects, members, robot accounts and
-//! the audit log, as JSON; its OpenAPI 3.1 document is `openapi.json` (served at
+//! the audit log, webhook policies and their delivery logs, as JSON; its OpenAPI 3.1 document is `openapi.json` (served at
 //! `/api/v1/openapi.json`).
 //!
 //! Each route resolves the caller, decodes the request, calls one use-case of
@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Json, Router};
 use registry_core::RegistryError;
 use registry_core::admin::{Actor, Admin};
@@ -98,6 +98,26 @@ fn route_table() -> Vec<RouteEntry> {
             "/api/v1/projects/{project}/robots/{robot}",
             &["delete"],
             delete(delete_robot),
+        ),
+        (
+            "/api/v1/projects/{project}/webhooks",
+            &["get", "post"],
+            get(list_webhooks).post(create_webhook),
+        ),
+        (
+            "/api/v1/projects/{project}/webhooks/{id}",
+            &["get", "put", "delete"],
+            get(get_webhook).put(replace_webhook).delete(delete_webhook),
+        ),
+        (
+            "/api/v1/projects/{project}/webhooks/{id}/deliveries",
+            &["get"],
+            get(list_deliveries),
+        ),
+        (
+            "/api/v1/projects/{project}/webhooks/{id}/deliveries/{event}/redeliver",
+            &["post"],
+            post(redeliver),
         ),
         ("/api/v1/audit", &["get"], get(list_audit)),
     ]
@@ -469,6 +489,113 @@ async fn list_audit(
     let n = limit(&query)?;
     let records = admin.list_audit(&actor, cursor(&query, "after"), n).await?;
     ok(StatusCode::OK, json!({ "records": records }))
+}
+
+// ---- webhooks ----
+
+/// The webhook use-cases, where this deployment has them.
+fn webhooks(state: &AppState) -> Result<&registry_core::webhooks::Webhooks, MgmtError> {
+    state.webhooks.as_deref().ok_or_else(|| {
+        RegistryError::Unsupported("webhooks are not configured on this server".into()).into()
+    })
+}
+
+async fn create_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    raw: Bytes,
+) -> ApiResult {
+    let (admin, actor) = caller(&state, &headers).await?;
+    let hooks = webhooks(&state)?;
+    ok(
+        StatusCode::CREATED,
+        hooks
+            .create_policy(&admin, &actor, &project, body(&raw)?)
+            .await?,
+    )
+}
+
+async fn list_webhooks(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+) -> ApiResult {
+    let (admin, actor) = caller(&state, &headers).await?;
+    let list = webhooks(&state)?
+        .list_policies(&admin, &actor, &project)
+        .await?;
+    ok(StatusCode::OK, json!({ "webhooks": list }))
+}
+
+async fn get_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((project, id)): Path<(String, String)>,
+) -> ApiResult {
+    let (admin, actor) = caller(&state, &headers).await?;
+    ok(
+        StatusCode::OK,
+        webhooks(&state)?
+            .get_policy(&admin, &actor, &project, &id)
+            .await?,
+    )
+}
+
+async fn replace_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((project, id)): Path<(String, String)>,
+    raw: Bytes,
+) -> ApiResult {
+    let (admin, actor) = caller(&state, &headers).await?;
+    ok(
+        StatusCode::OK,
+        webhooks(&state)?
+            .replace_policy(&admin, &actor, &project, &id, body(&raw)?)
+            .await?,
+    )
+}
+
+async fn delete_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((project, id)): Path<(String, String)>,
+) -> ApiResult {
+    let (admin, actor) = caller(&state, &headers).await?;
+    webhooks(&state)?
+        .delete_policy(&admin, &actor, &project, &id)
+        .await?;
+    no_content()
+}
+
+async fn list_deliveries(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((project, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (admin, actor) = caller(&state, &headers).await?;
+    let n = limit(&query)?;
+    let before = cursor(&query, "before");
+    let list = webhooks(&state)?
+        .list_deliveries(&admin, &actor, &project, &id, before.as_deref(), n)
+        .await?;
+    ok(StatusCode::OK, json!({ "deliveries": list }))
+}
+
+async fn redeliver(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((project, id, event)): Path<(String, String, String)>,
+) -> ApiResult {
+    let (admin, actor) = caller(&state, &headers).await?;
+    ok(
+        StatusCode::ACCEPTED,
+        webhooks(&state)?
+            .redeliver(&admin, &actor, &project, &id, &event)
+            .await?,
+    )
 }
 
 #[cfg(test)]

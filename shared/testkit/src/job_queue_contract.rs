@@ -377,3 +377,31 @@ pub async fn concurrent_receivers_do_not_share_a_job(
     seen.sort_unstable();
     assert_eq!(seen, (0..JOBS).collect::<Vec<_>>(), "each job exactly once");
 }
+
+/// `retry_later` hides a received job for the delay given (not the receive's visibility
+/// timeout), then it comes back with a receive count one higher; a delay of zero makes
+/// it visible at once; a stale receipt or a receipt of a job that is gone is not an error.
+pub async fn retry_later_sets_the_next_delivery(queue: Arc<dyn JobQueue>, time: Arc<dyn TestTime>) {
+    let queue = &*queue;
+    queue.enqueue(&job("retry", 1)).await.unwrap();
+    // Received with a long visibility: only `retry_later` can bring it back early.
+    let first = receive_with(queue, 10, 4 * VISIBILITY_SECS).await;
+    assert_eq!(first.len(), 1, "the job: {first:?}");
+    queue.retry_later(&first[0].receipt, 0).await.unwrap();
+    let second = receive_one(queue, "after a retry with no delay").await;
+    assert_eq!(n_of(&second), 1);
+    assert_eq!(second.receive_count, 2);
+
+    queue
+        .retry_later(&second.receipt, VISIBILITY_SECS)
+        .await
+        .unwrap();
+    assert_nothing_visible(queue, "during the retry delay").await;
+    pass_visibility(&*time).await;
+    let third = receive_one(queue, "after the retry delay").await;
+    assert_eq!(third.receive_count, 3);
+
+    queue.ack(&third.receipt).await.unwrap();
+    queue.retry_later(&third.receipt, 0).await.unwrap();
+    assert_nothing_visible(queue, "after an ack and a late retry").await;
+}

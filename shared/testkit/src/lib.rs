@@ -25,6 +25,7 @@ pub mod identity_store_contract;
 pub mod job_queue_contract;
 pub mod metadata_store_contract;
 pub mod support;
+pub mod webhook_store_contract;
 
 pub use clock::{ManualClock, RealTime, TestTime};
 
@@ -96,6 +97,9 @@ macro_rules! metadata_store_contract_tests {
                 concurrent_upload_updates,
                 large_manifests_round_trip,
                 delete_manifest_with_many_tags,
+                outbox_records_events_with_changes,
+                outbox_records_nothing_without_a_change,
+                concurrent_changes_keep_every_event,
             ]
         );
     };
@@ -145,6 +149,25 @@ macro_rules! identity_store_contract_tests {
     };
 }
 
+/// One `#[tokio::test]` per [`WebhookStore`](registry_core::ports::WebhookStore) check;
+/// `$factory` is `FnMut() -> impl Future<Output = (Arc<dyn WebhookStore>, impl Any)>`.
+#[macro_export]
+macro_rules! webhook_store_contract_tests {
+    ($factory:expr $(,)?) => {
+        $crate::__contract_tests!(
+            webhook_store_contract,
+            $factory,
+            [
+                policies_round_trip,
+                attempts_append_to_a_delivery,
+                deliveries_list_newest_first,
+                concurrent_attempts_all_land,
+                delete_policy_keeps_other_deliveries,
+            ]
+        );
+    };
+}
+
 /// One `#[tokio::test]` per [`JobQueue`](registry_core::ports::JobQueue) check;
 /// `$factory` is
 /// `FnMut() -> impl Future<Output = (Arc<dyn JobQueue>, impl Any, Arc<dyn TestTime>)>`:
@@ -164,6 +187,7 @@ macro_rules! job_queue_contract_tests {
                 receipts_are_not_reused,
                 receive_respects_max,
                 concurrent_receivers_do_not_share_a_job,
+                retry_later_sets_the_next_delivery,
             ]
         );
     };

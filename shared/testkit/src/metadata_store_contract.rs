@@ -1,6 +1,7 @@
 //! The contract every [`MetadataStore`] adapter must pass: blob links, manifests and
 //! tags, referrers, the catalog and its pagination, upload sessions, and the atomicity
-//! the port promises under concurrent writers.
+//! the port promises under concurrent writers, and the outbox of events written with
+//! the changes they describe.
 //!
 //! Each check takes a fresh, empty store. Run them all, one test each, with
 //! [`metadata_store_contract_tests!`](crate::metadata_store_contract_tests).
@@ -8,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use registry_core::events::{Event, EventKind};
 use registry_core::ports::{ManifestRecord, MetadataStore, Page, PageRequest};
 use registry_core::upload::UploadSession;
 use registry_core::{Digest, DigestAlgorithm, DigestHasher, RegistryError, RepoName, Tag};
@@ -114,7 +116,7 @@ where
 
 async fn put(store: &dyn MetadataStore, r: &RepoName, record: &ManifestRecord, t: Option<&str>) {
     store
-        .put_manifest(r, record, &t.map(tag).into_iter().collect::<Vec<_>>())
+        .put_manifest(r, record, &t.map(tag).into_iter().collect::<Vec<_>>(), &[])
         .await
         .expect("put_manifest must succeed");
 }
@@ -195,10 +197,10 @@ pub async fn blob_links(store: Arc<dyn MetadataStore>) {
     let (r, other) = (repo("contract/links"), repo("contract/links-other"));
     let d = blob_digest(1);
     assert_eq!(store.blob_link(&r, &d).await.unwrap(), None);
-    store.link_blob(&r, &d, 42).await.unwrap();
+    store.link_blob(&r, &d, 42, &[]).await.unwrap();
     assert_eq!(store.blob_link(&r, &d).await.unwrap(), Some(42));
     store
-        .link_blob(&r, &d, 42)
+        .link_blob(&r, &d, 42, &[])
         .await
         .expect("linking twice must succeed");
     assert_eq!(store.blob_link(&r, &d).await.unwrap(), Some(42));
@@ -209,7 +211,7 @@ pub async fn blob_links(store: Arc<dyn MetadataStore>) {
     assert_eq!(store.blob_link(&r, &d).await.unwrap(), None);
     assert!(!store.unlink_blob(&r, &d).await.unwrap());
     assert!(!store.unlink_blob(&other, &d).await.unwrap());
-    store.link_blob(&r, &d, 42).await.unwrap();
+    store.link_blob(&r, &d, 42, &[]).await.unwrap();
     assert_eq!(store.blob_link(&r, &d).await.unwrap(), Some(42));
 }
 
@@ -221,9 +223,12 @@ pub async fn repositories_linking(store: Arc<dyn MetadataStore>) {
     let e = blob_digest(11);
     let repos = [repo("contract/a"), repo("contract/b"), repo("contract/c")];
     for r in &repos {
-        store.link_blob(r, &d, 10).await.unwrap();
+        store.link_blob(r, &d, 10, &[]).await.unwrap();
     }
-    store.link_blob(&repo("contract/z"), &e, 11).await.unwrap();
+    store
+        .link_blob(&repo("contract/z"), &e, 11, &[])
+        .await
+        .unwrap();
 
     let got = sorted(store.repositories_linking(&d, 10).await.unwrap());
     assert_eq!(got, repos.to_vec());
@@ -328,7 +333,12 @@ pub async fn delete_manifest_removes_its_tags_and_referrer(store: Arc<dyn Metada
         vec![doomed.referrer_descriptor()]
     );
 
-    assert!(store.delete_manifest(&r, &doomed.digest).await.unwrap());
+    assert!(
+        store
+            .delete_manifest(&r, &doomed.digest, &[])
+            .await
+            .unwrap()
+    );
     assert_eq!(store.get_manifest(&r, &doomed.digest).await.unwrap(), None);
     assert_eq!(resolve(store, &r, "t1").await, None);
     assert_eq!(resolve(store, &r, "t2").await, None);
@@ -349,13 +359,18 @@ pub async fn delete_manifest_removes_its_tags_and_referrer(store: Arc<dyn Metada
             .is_empty()
     );
     assert_eq!(all_tags(store, &r).await, names(&["base", "t3"]));
-    assert!(!store.delete_manifest(&r, &doomed.digest).await.unwrap());
+    assert!(
+        !store
+            .delete_manifest(&r, &doomed.digest, &[])
+            .await
+            .unwrap()
+    );
 
     // Deleting a subject keeps the referrers that point at it (they are listed even
     // while the subject is missing).
     let sbom = referrer(4, &base.digest);
     put(store, &r, &sbom, None).await;
-    assert!(store.delete_manifest(&r, &base.digest).await.unwrap());
+    assert!(store.delete_manifest(&r, &base.digest, &[]).await.unwrap());
     assert_eq!(resolve(store, &r, "base").await, None);
     assert_eq!(
         store.list_referrers(&r, &base.digest).await.unwrap(),
@@ -371,15 +386,15 @@ pub async fn delete_tag_keeps_manifest(store: Arc<dyn MetadataStore>) {
     let m = manifest(1);
     put(store, &r, &m, Some("a")).await;
     put(store, &r, &m, Some("b")).await;
-    assert!(store.delete_tag(&r, &tag("a")).await.unwrap());
+    assert!(store.delete_tag(&r, &tag("a"), &[]).await.unwrap());
     assert_eq!(resolve(store, &r, "a").await, None);
     assert_eq!(resolve(store, &r, "b").await, Some(m.digest.clone()));
     assert_eq!(store.get_manifest(&r, &m.digest).await.unwrap(), Some(m));
-    assert!(!store.delete_tag(&r, &tag("a")).await.unwrap());
-    assert!(!store.delete_tag(&r, &tag("never")).await.unwrap());
+    assert!(!store.delete_tag(&r, &tag("a"), &[]).await.unwrap());
+    assert!(!store.delete_tag(&r, &tag("never"), &[]).await.unwrap());
     assert!(
         !store
-            .delete_tag(&repo("contract/nothing"), &tag("b"))
+            .delete_tag(&repo("contract/nothing"), &tag("b"), &[])
             .await
             .unwrap()
     );
@@ -414,7 +429,7 @@ pub async fn list_tags_order_and_pagination(store: Arc<dyn MetadataStore>) {
         .await;
         put(store, &repo(name), &manifest(100 + n as u64), Some("zzz")).await;
     }
-    store.link_blob(&r, &blob_digest(1), 1).await.unwrap();
+    store.link_blob(&r, &blob_digest(1), 1, &[]).await.unwrap();
     put(store, &r, &referrer(50, &manifest(0).digest), None).await;
 
     let full = store.list_tags(&r, &page(None, 100)).await.unwrap();
@@ -551,18 +566,18 @@ pub async fn repositories_and_catalog(store: Arc<dyn MetadataStore>) {
         Page::default()
     );
     store
-        .link_blob(&repo("beta/one"), &blob_digest(1), 1)
+        .link_blob(&repo("beta/one"), &blob_digest(1), 1, &[])
         .await
         .unwrap();
     put(store, &repo("gamma"), &manifest(1), Some("latest")).await;
     put(store, &repo("beta"), &manifest(2), None).await;
     store
-        .link_blob(&repo("beta-x"), &blob_digest(2), 2)
+        .link_blob(&repo("beta-x"), &blob_digest(2), 2, &[])
         .await
         .unwrap();
     put(store, &repo("alpha"), &manifest(3), Some("v1")).await;
     store
-        .link_blob(&repo("alpha"), &blob_digest(3), 3)
+        .link_blob(&repo("alpha"), &blob_digest(3), 3, &[])
         .await
         .unwrap();
 
@@ -677,7 +692,7 @@ pub async fn expired_uploads(store: Arc<dyn MetadataStore>) {
     let store = &*store;
     let r = repo("contract/expiry");
     put(store, &r, &manifest(1), Some("latest")).await;
-    store.link_blob(&r, &blob_digest(1), 1).await.unwrap();
+    store.link_blob(&r, &blob_digest(1), 1, &[]).await.unwrap();
     let a = session("contractexpa", &r, 0, 100_000);
     let b = session("contractexpb", &r, 50_000, 150_000);
     let c = session("contractexpc", &r, 0, 300_000);
@@ -740,7 +755,7 @@ pub async fn concurrent_tag_moves(store: Arc<dyn MetadataStore>) {
                 let (store, r) = (store.clone(), r.clone());
                 tokio::spawn(async move {
                     store
-                        .put_manifest(&r, &m, &[tag("latest")])
+                        .put_manifest(&r, &m, &[tag("latest")], &[])
                         .await
                         .expect("racing put_manifest must succeed")
                 })
@@ -776,9 +791,11 @@ pub async fn concurrent_delete_and_retag(store: Arc<dyn MetadataStore>) {
         let (s1, s2, r1, r2) = (store.clone(), store.clone(), r.clone(), r.clone());
         let old_digest = old.digest.clone();
         let new_record = new.clone();
-        let delete = tokio::spawn(async move { s1.delete_manifest(&r1, &old_digest).await });
-        let retag =
-            tokio::spawn(async move { s2.put_manifest(&r2, &new_record, &[tag("latest")]).await });
+        let delete = tokio::spawn(async move { s1.delete_manifest(&r1, &old_digest, &[]).await });
+        let retag = tokio::spawn(async move {
+            s2.put_manifest(&r2, &new_record, &[tag("latest")], &[])
+                .await
+        });
         assert!(delete.await.unwrap().unwrap(), "the old manifest existed");
         retag.await.unwrap().unwrap();
         assert_eq!(
@@ -790,14 +807,14 @@ pub async fn concurrent_delete_and_retag(store: Arc<dyn MetadataStore>) {
         // Re-tag the manifest being deleted: either order leaves no dangling tag.
         let (s1, s2, r1, r2) = (store.clone(), store.clone(), r.clone(), r.clone());
         let (digest, record) = (new.digest.clone(), new.clone());
-        let delete = tokio::spawn(async move { s1.delete_manifest(&r1, &digest).await });
+        let delete = tokio::spawn(async move { s1.delete_manifest(&r1, &digest, &[]).await });
         let retag =
-            tokio::spawn(async move { s2.put_manifest(&r2, &record, &[tag("again")]).await });
+            tokio::spawn(async move { s2.put_manifest(&r2, &record, &[tag("again")], &[]).await });
         delete.await.unwrap().unwrap();
         retag.await.unwrap().unwrap();
         assert_no_dangling_tags(&*store, &r).await;
         for t in ["latest", "again"] {
-            let _ = store.delete_tag(&r, &tag(t)).await.unwrap();
+            let _ = store.delete_tag(&r, &tag(t), &[]).await.unwrap();
         }
     }
 }
@@ -897,7 +914,7 @@ pub async fn large_manifests_round_trip(store: Arc<dyn MetadataStore>) {
     let medium = large_manifest(2, 120 * 1024, None);
     let many: Vec<Tag> = (0..40).map(|i| tag(&format!("m{i:02}"))).collect();
     store
-        .put_manifest(&r, &medium, &many)
+        .put_manifest(&r, &medium, &many, &[])
         .await
         .expect("put_manifest with 40 tags of a 120 KB manifest must succeed");
     for t in &many {
@@ -925,7 +942,7 @@ pub async fn large_manifests_round_trip(store: Arc<dyn MetadataStore>) {
     );
     assert_eq!(resolve(store, &r, "sbom").await, Some(sbom.digest.clone()));
 
-    assert!(store.delete_manifest(&r, &big.digest).await.unwrap());
+    assert!(store.delete_manifest(&r, &big.digest, &[]).await.unwrap());
     assert_eq!(store.get_manifest(&r, &big.digest).await.unwrap(), None);
     assert_eq!(resolve(store, &r, "big").await, None);
     assert_eq!(resolve(store, &r, "big-2").await, None);
@@ -946,7 +963,12 @@ pub async fn large_manifests_round_trip(store: Arc<dyn MetadataStore>) {
             .as_ref(),
         Some(&big)
     );
-    assert!(store.delete_manifest(&r, &medium.digest).await.unwrap());
+    assert!(
+        store
+            .delete_manifest(&r, &medium.digest, &[])
+            .await
+            .unwrap()
+    );
     assert_eq!(all_tags(store, &r).await, names(&["sbom"]));
     assert_no_dangling_tags(store, &r).await;
 }
@@ -960,16 +982,138 @@ pub async fn delete_manifest_with_many_tags(store: Arc<dyn MetadataStore>) {
     let (m, keep) = (manifest(1), manifest(2));
     let first: Vec<Tag> = (0..80).map(|i| tag(&format!("t{i:03}"))).collect();
     let second: Vec<Tag> = (80..150).map(|i| tag(&format!("t{i:03}"))).collect();
-    store.put_manifest(&r, &m, &first).await.unwrap();
-    store.put_manifest(&r, &m, &second).await.unwrap();
+    store.put_manifest(&r, &m, &first, &[]).await.unwrap();
+    store.put_manifest(&r, &m, &second, &[]).await.unwrap();
     put(store, &r, &keep, Some("keep")).await;
     put(store, &r, &keep, Some("t042")).await;
     assert_eq!(all_tags(store, &r).await.len(), 151);
     assert_eq!(resolve(store, &r, "t149").await, Some(m.digest.clone()));
 
-    assert!(store.delete_manifest(&r, &m.digest).await.unwrap());
+    assert!(store.delete_manifest(&r, &m.digest, &[]).await.unwrap());
     assert_eq!(store.get_manifest(&r, &m.digest).await.unwrap(), None);
     assert_eq!(all_tags(store, &r).await, names(&["keep", "t042"]));
     assert_eq!(resolve(store, &r, "t042").await, Some(keep.digest.clone()));
     assert_no_dangling_tags(store, &r).await;
+}
+
+fn event(kind: EventKind, r: &RepoName, at_ms: u64) -> Event {
+    Event::new(kind, r, at_ms)
+}
+
+fn ids(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.id.clone()).collect()
+}
+
+/// Events given with a change are in the outbox after it, exactly as given, oldest first;
+/// removing one is idempotent and leaves the others.
+pub async fn outbox_records_events_with_changes(store: Arc<dyn MetadataStore>) {
+    let store = &*store;
+    let r = repo("contract/outbox");
+    assert_eq!(store.outbox_events(10).await.unwrap(), vec![]);
+    let blob = blob_digest(1);
+    let uploaded = event(EventKind::BlobUploaded, &r, 1_000)
+        .with_digest(&blob)
+        .with_size(2);
+    store
+        .link_blob(&r, &blob, 2, std::slice::from_ref(&uploaded))
+        .await
+        .unwrap();
+    let m = manifest(1);
+    let pushed = event(EventKind::ManifestPushed, &r, 2_000)
+        .with_digest(&m.digest)
+        .with_tags(["v1", "latest"])
+        .with_media_type(OCI_MANIFEST)
+        .with_detail(serde_json::json!({ "note": "détail" }));
+    store
+        .put_manifest(
+            &r,
+            &m,
+            &[tag("latest"), tag("v1")],
+            std::slice::from_ref(&pushed),
+        )
+        .await
+        .unwrap();
+    let untagged = event(EventKind::TagDeleted, &r, 3_000).with_tags(["v1"]);
+    assert!(
+        store
+            .delete_tag(&r, &tag("v1"), std::slice::from_ref(&untagged))
+            .await
+            .unwrap()
+    );
+    let deleted = event(EventKind::ManifestDeleted, &r, 4_000).with_digest(&m.digest);
+    assert!(
+        store
+            .delete_manifest(&r, &m.digest, std::slice::from_ref(&deleted))
+            .await
+            .unwrap()
+    );
+    let all = store.outbox_events(10).await.unwrap();
+    assert_eq!(
+        all,
+        vec![
+            uploaded.clone(),
+            pushed.clone(),
+            untagged.clone(),
+            deleted.clone()
+        ]
+    );
+    assert_eq!(ids(&store.outbox_events(2).await.unwrap()), ids(&all[..2]));
+
+    store.remove_outbox_event(&pushed.id).await.unwrap();
+    store.remove_outbox_event(&pushed.id).await.unwrap();
+    store.remove_outbox_event("never-recorded").await.unwrap();
+    assert_eq!(
+        store.outbox_events(10).await.unwrap(),
+        vec![uploaded, untagged, deleted]
+    );
+}
+
+/// A delete of something absent records no event; a change with no events records none.
+pub async fn outbox_records_nothing_without_a_change(store: Arc<dyn MetadataStore>) {
+    let store = &*store;
+    let r = repo("contract/outbox-none");
+    let m = manifest(2);
+    let gone = event(EventKind::ManifestDeleted, &r, 1_000).with_digest(&m.digest);
+    assert!(
+        !store
+            .delete_manifest(&r, &m.digest, std::slice::from_ref(&gone))
+            .await
+            .unwrap()
+    );
+    let untag = event(EventKind::TagDeleted, &r, 1_000).with_tags(["nope"]);
+    assert!(
+        !store
+            .delete_tag(&r, &tag("nope"), std::slice::from_ref(&untag))
+            .await
+            .unwrap()
+    );
+    put(store, &r, &m, Some("t")).await;
+    store.link_blob(&r, &blob_digest(3), 1, &[]).await.unwrap();
+    assert_eq!(store.outbox_events(10).await.unwrap(), vec![]);
+}
+
+/// Concurrent changes each record their own event: none is lost.
+pub async fn concurrent_changes_keep_every_event(store: Arc<dyn MetadataStore>) {
+    let mut tasks = Vec::new();
+    for i in 0..16u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = repo("contract/outbox-race");
+            let m = manifest(100 + i);
+            let e = event(EventKind::ManifestPushed, &r, 10_000 + i).with_digest(&m.digest);
+            store
+                .put_manifest(&r, &m, &[tag("race")], std::slice::from_ref(&e))
+                .await
+                .unwrap();
+            e.id
+        }));
+    }
+    let mut expected = BTreeSet::new();
+    for t in tasks {
+        expected.insert(t.await.unwrap());
+    }
+    let recorded: BTreeSet<String> = ids(&store.outbox_events(100).await.unwrap())
+        .into_iter()
+        .collect();
+    assert_eq!(recorded, expected);
 }

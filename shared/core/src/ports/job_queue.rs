@@ -25,6 +25,12 @@
 //!   not an error, but whether it deletes the job is up to the adapter: the embedded
 //!   queue keeps the job, SQS may delete it (LocalStack does). Workers ack with the
 //!   receipt they were given.
+//! - **Retry later.** `retry_later` with the receipt of the latest receive makes the job
+//!   visible again `delay_secs` from now (SQS: `ChangeMessageVisibility`), instead of
+//!   when the visibility timeout of the receive ends: how workers back off
+//!   exponentially without sleeping. It counts as a receive that failed: the next
+//!   receive counts one more, and dead-lettering is unchanged. A receipt of a job that is
+//!   gone is not an error.
 //! - **Foreign messages.** A message in the backing queue that is not a [`Job`] (SQS: a
 //!   body that is not a `Job` JSON document) is never returned and never deleted by the
 //!   adapter; the backend dead-letters it after `max_receives` receives.
@@ -64,6 +70,9 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Removes a handled job. Acknowledging twice, or after the job is gone, is not an
     /// error; a stale receipt may or may not delete the job (see the module doc).
     async fn ack(&self, receipt: &str) -> Result<()>;
+
+    /// Makes a received job visible again `delay_secs` from now (at most 12 hours).
+    async fn retry_later(&self, receipt: &str, delay_secs: u64) -> Result<()>;
 
     /// At most `max` jobs moved to the dead-letter queue, left there; in no guaranteed
     /// order (the embedded queue: oldest first).

@@ -7,6 +7,13 @@
 //! end with the tag on one of the pushed manifests, never a missing one. Reads after a
 //! successful write see it (strongly consistent reads).
 //!
+//! **Outbox.** The changing methods take the [`Event`]s that describe the change and
+//! write them as outbox items in the same transaction, only when the change happens
+//! (`delete_manifest` and `delete_tag` of something absent record nothing): an event
+//! exists if and only if its change committed. `outbox_events` lists them oldest first
+//! (event ids are time-ordered); `remove_outbox_event` deletes one once published
+//! (idempotent).
+//!
 //! Errors: `Storage` for backend failures; `Conflict` when `update_upload`'s expected
 //! offset does not match (another chunk won the race).
 
@@ -17,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::error::Result;
+use crate::events::Event;
 use crate::manifest::ReferrerDescriptor;
 use crate::names::{RepoName, Tag};
 use crate::upload::UploadSession;
@@ -70,8 +78,15 @@ pub struct Page {
 
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
-    /// Links a verified blob into a repository (idempotent) and records the repository.
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    /// Links a verified blob into a repository (idempotent) and records the repository,
+    /// with `events` in the outbox.
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        events: &[Event],
+    ) -> Result<()>;
     /// The size of a blob linked in `repo`, or `None`.
     async fn blob_link(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
     /// Removes a link; `false` if there was none.
@@ -79,12 +94,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Up to `limit` repositories that link `digest` (for automatic cross-repo mounts).
     async fn repositories_linking(&self, digest: &Digest, limit: usize) -> Result<Vec<RepoName>>;
 
-    /// Stores a manifest and points every tag of `tags` at it, in one transaction.
+    /// Stores a manifest and points every tag of `tags` at it, with `events` in the
+    /// outbox, in one transaction.
     async fn put_manifest(
         &self,
         repo: &RepoName,
         record: &ManifestRecord,
         tags: &[Tag],
+        events: &[Event],
     ) -> Result<()>;
     async fn get_manifest(
         &self,
@@ -104,10 +121,16 @@ pub trait MetadataStore: Send + Sync + 'static {
             None => Ok(None),
         }
     }
-    /// Removes a manifest, the tags that point at it and its referrer entry.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
-    /// Removes a tag only.
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
+    /// Removes a manifest, the tags that point at it and its referrer entry, and records
+    /// `events` when it existed; `false` (and no events) when it did not.
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        events: &[Event],
+    ) -> Result<bool>;
+    /// Removes a tag only, recording `events` when it existed.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag, events: &[Event]) -> Result<bool>;
     async fn list_tags(&self, repo: &RepoName, page: &PageRequest) -> Result<Page>;
     /// Manifests in `repo` whose subject is `subject`.
     async fn list_referrers(
@@ -126,4 +149,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn delete_upload(&self, upload_id: &str) -> Result<bool>;
     /// Up to `limit` sessions whose `expires_at_ms` is before `now_ms`.
     async fn expired_uploads(&self, now_ms: u64, limit: usize) -> Result<Vec<UploadSession>>;
+
+    /// Up to `limit` outbox events, oldest first.
+    async fn outbox_events(&self, limit: usize) -> Result<Vec<Event>>;
+    /// Deletes a published outbox event; absent is not an error.
+    async fn remove_outbox_event(&self, event_id: &str) -> Result<()>;
 }

@@ -5,9 +5,15 @@ pub mod clock;
 pub mod identity_store;
 pub mod job_queue;
 pub mod metadata_store;
+pub mod outbound_http;
+pub mod webhook_store;
 
 pub use blob_store::{BlobContent, BlobStore, ByteRange, ByteStream, UploadCursor};
 pub use clock::{Clock, SystemClock};
 pub use identity_store::IdentityStore;
 pub use job_queue::{Job, JobQueue, ReceivedJob};
 pub use metadata_store::{ManifestRecord, MetadataStore, Page, PageRequest};
+pub use outbound_http::{OutboundHttp, OutboundRequest, OutboundResponse};
+pub use webhook_store::{
+    AttemptOutcome, Delivery, DeliveryAttempt, PayloadFormat, WebhookPolicy, WebhookStore,
+};

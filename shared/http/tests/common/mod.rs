@@ -134,6 +134,7 @@ impl TestRegistry {
             registry: Arc::new(registry),
             auth: auth.clone(),
             identities: Some(meta),
+            webhooks: None,
         });
         TestRegistry {
             app,
