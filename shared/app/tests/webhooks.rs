@@ -1,8 +1,10 @@
-//! Events and webhooks end to end on the embedded backend, with a real receiver (a small
-//! HTTP server in the test) and the real webhook worker polling the durable queue:
+//! Events and webhooks end to end on both backends (embedded, and AWS on LocalStack with
+//! a fresh SQS queue pair per test), with a real receiver (a small HTTP server in the
+//! test) and the real webhook worker polling the queue:
 //! payloads, headers and signatures of every event type in both formats; retries with
 //! backoff until the receiver is up; dead-lettering with every attempt in the delivery
-//! log; re-sends by hand; the outbox sweep; and the outbound guard (SSRF).
+//! log; re-sends by hand; the outbox sweep; and the outbound guard (SSRF). The AWS
+//! tests need `source localstack/env` and fail (never skip) without it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -142,17 +144,38 @@ fn expected_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> S
 
 // ---- the registry ----------------------------------------------------------------------
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Embedded,
+    Aws,
+}
+
 struct Env {
     app: axum::Router,
     events: EventsRuntime,
+    /// Per-run suffix of project names (the DynamoDB table outlives runs).
+    sfx: String,
     _dir: tempfile::TempDir,
     stop: tokio::sync::watch::Sender<bool>,
+    /// This test's SQS queues (AWS), deleted by `cleanup`.
+    queues: Option<(registry_aws::AwsClients, registry_aws::SqsQueueSettings)>,
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
+}
+
+fn run_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{:x}",
+        (nanos ^ (u128::from(std::process::id()) << 40)) & 0xffff_ffff_ffff
+    )
 }
 
 fn args(dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
@@ -180,10 +203,42 @@ fn args(dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
-/// The registry with its webhook worker running, loopback targets allowed.
-async fn env_with(extra: &[&str]) -> Env {
+/// The registry on `backend` with its webhook worker running.
+async fn env_on(backend: Backend, extra: &[&str]) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig::parse_from_args(args(dir.path(), extra));
+    let sfx = run_suffix();
+    let mut args = args(dir.path(), extra);
+    let mut queues = None;
+    if backend == Backend::Aws {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+        assert!(
+            !endpoint.is_empty(),
+            "AWS_ENDPOINT_URL is unset: run `source localstack/env` (LocalStack on 4566) first"
+        );
+        let probe = ServerConfig::parse_from_args(["registry"]);
+        let clients = registry_app::compose::aws_clients(&probe.aws).await;
+        let settings = registry_aws::sqs_job_queue::create_queue_with_dead_letters(
+            &clients.sqs,
+            &format!("apptest-webhook-{sfx}"),
+            3,
+            30,
+        )
+        .await
+        .expect("test queues on LocalStack");
+        let (_, pem) = registry_core::auth::KeySet::generate_pem().unwrap();
+        args[2] = "aws".into();
+        args.extend([
+            "--s3-prefix".into(),
+            format!("apptest-{sfx}/"),
+            format!("--token-signing-key={pem}"),
+            "--webhook-queue-url".into(),
+            settings.queue_url.clone(),
+            "--webhook-dlq-url".into(),
+            settings.dead_letter_queue_url.clone(),
+        ]);
+        queues = Some((clients, settings));
+    }
+    let config = ServerConfig::parse_from_args(args);
     let composed = build(&config, false).await.expect("registry");
     let events = composed
         .events
@@ -198,14 +253,53 @@ async fn env_with(extra: &[&str]) -> Env {
     Env {
         app: registry_http::router(composed.state),
         events,
+        sfx,
         _dir: dir,
         stop,
+        queues,
     }
 }
 
-async fn env() -> Env {
-    env_with(&["--outbound-allow", "127.0.0.0/8", "--pull-events"]).await
+async fn env_with(extra: &[&str]) -> Env {
+    env_on(Backend::Embedded, extra).await
 }
+
+/// The registry on `backend`, loopback targets allowed, pull events on.
+async fn env(backend: Backend) -> Env {
+    env_on(
+        backend,
+        &["--outbound-allow", "127.0.0.0/8", "--pull-events"],
+    )
+    .await
+}
+
+/// Two tests of one check: on the embedded backend and on AWS (LocalStack).
+macro_rules! on_both_backends {
+    ($($check:ident),+ $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::Backend::Embedded).await;
+                }
+            )+
+        }
+        mod aws {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::Backend::Aws).await;
+                }
+            )+
+        }
+    };
+}
+
+on_both_backends!(
+    every_event_type_arrives_signed_in_both_formats,
+    a_failing_receiver_gets_the_event_after_retries,
+    a_receiver_down_for_good_dead_letters_the_delivery,
+);
 
 fn basic() -> String {
     format!(
@@ -215,6 +309,18 @@ fn basic() -> String {
 }
 
 impl Env {
+    /// A project name unique to this run.
+    fn project(&self, base: &str) -> String {
+        format!("{base}{}", self.sfx)
+    }
+
+    /// Deletes this test's queues (AWS).
+    async fn cleanup(&self) {
+        if let Some((clients, settings)) = &self.queues {
+            registry_aws::sqs_job_queue::delete_queues(&clients.sqs, settings).await;
+        }
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -336,24 +442,25 @@ fn kinds_at(received: &[Received], path: &str) -> BTreeSet<String> {
 
 /// Every event type reaches a CloudEvents policy (signed) and a Harbor policy (unsigned),
 /// with the right headers and payload.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_event_type_arrives_signed_in_both_formats() {
-    let env = env().await;
+async fn every_event_type_arrives_signed_in_both_formats(backend: Backend) {
+    let env = env(backend).await;
     let rx = Receiver::start(0).await;
     let all: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+    let team = env.project("team");
     env.create_webhook(
-        "team",
+        &team,
         json!({"name": "ce", "targetUrl": format!("{}/ce", rx.base), "eventTypes": all, "secret": SECRET}),
     )
     .await;
     env.create_webhook(
-        "team",
+        &team,
         json!({"name": "harbor", "targetUrl": format!("{}/harbor", rx.base),
                "eventTypes": ["manifest.pushed", "tag.deleted"], "format": "harbor"}),
     )
     .await;
 
-    let repo = "team/app";
+    let repo_name = format!("{team}/app");
+    let repo = repo_name.as_str();
     let digest = env.push_image(repo, "v1", "all").await;
     let (status, _, _) = env
         .send(Method::GET, &format!("/v2/{repo}/manifests/v1"), "", vec![])
@@ -424,19 +531,29 @@ async fn every_event_type_arrives_signed_in_both_formats() {
         assert_eq!(body["id"], id);
         let kind = r.header("x-registry-event").unwrap();
         assert_eq!(body["type"], format!("dev.registry.{kind}"));
-        assert!(body["source"].as_str().unwrap().ends_with("/v2/team/app"));
+        assert!(
+            body["source"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/v2/{repo}"))
+        );
         assert_eq!(body["datacontenttype"], "application/json");
         let data = &body["data"];
         assert_eq!(data["type"], kind);
         assert_eq!(data["repository"], repo);
-        assert_eq!(data["project"], "team");
+        assert_eq!(data["project"], team.as_str());
         match kind {
             "manifest.pushed" => {
                 assert_eq!(data["digest"], digest.as_str());
                 assert_eq!(data["tags"], json!(["v1"]));
                 assert_eq!(data["mediaType"], OCI_MANIFEST);
                 assert_eq!(data["actor"], ADMIN);
-                assert!(body["subject"].as_str().unwrap().ends_with("/team/app:v1"));
+                assert!(
+                    body["subject"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with(&format!("/{repo}:v1"))
+                );
             }
             "image.pulled" | "tag.deleted" => {
                 assert_eq!(data["tags"], json!(["v1"]));
@@ -474,7 +591,7 @@ async fn every_event_type_arrives_signed_in_both_formats() {
         );
         assert_eq!(body["operator"], ADMIN);
         assert_eq!(body["event_data"]["repository"]["repo_full_name"], repo);
-        assert_eq!(body["event_data"]["repository"]["namespace"], "team");
+        assert_eq!(body["event_data"]["repository"]["namespace"], team.as_str());
         let expected_type = match r.header("x-registry-event").unwrap() {
             "manifest.pushed" => "PUSH_ARTIFACT",
             "tag.deleted" => "DELETE_ARTIFACT",
@@ -483,23 +600,25 @@ async fn every_event_type_arrives_signed_in_both_formats() {
         assert_eq!(body["type"], expected_type);
         assert_eq!(body["event_data"]["resources"][0]["tag"], "v1");
     }
+    env.cleanup().await;
 }
 
 /// A receiver that fails twice gets the event on the third try, after backoffs of 1 s
 /// and 2 s; de-duplicating by event id it sees the event once; the delivery log shows
 /// the three attempts; a re-send by hand delivers it again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_receiver_gets_the_event_after_retries() {
-    let env = env().await;
+async fn a_failing_receiver_gets_the_event_after_retries(backend: Backend) {
+    let env = env(backend).await;
     let rx = Receiver::start(2).await;
+    let project = env.project("retry");
     let hook = env
         .create_webhook(
-            "retry",
+            &project,
             json!({"name": "r", "targetUrl": format!("{}/hook", rx.base),
                    "eventTypes": ["manifest.pushed"], "secret": SECRET}),
         )
         .await;
-    env.push_image("retry/app", "v1", "retry").await;
+    env.push_image(&format!("{project}/app"), "v1", "retry")
+        .await;
     rx.wait_for(30, "a successful delivery", |got| {
         got.iter().any(|r| r.status == 200)
     })
@@ -537,7 +656,7 @@ async fn a_failing_receiver_gets_the_event_after_retries() {
     // The log is written after the POST: wait for the third attempt to land.
     let deadline = Instant::now() + Duration::from_secs(5);
     let delivery = loop {
-        let d = env.deliveries("retry", &hook).await;
+        let d = env.deliveries(&project, &hook).await;
         if d.len() == 1 && d[0]["attempts"].as_array().unwrap().len() == 3 {
             break d[0].clone();
         }
@@ -559,20 +678,21 @@ async fn a_failing_receiver_gets_the_event_after_retries() {
     let (status, res) = env
         .api(
             Method::POST,
-            &format!("/api/v1/projects/retry/webhooks/{hook}/deliveries/{event_id}/redeliver"),
+            &format!("/api/v1/projects/{project}/webhooks/{hook}/deliveries/{event_id}/redeliver"),
             Value::Null,
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{res}");
     rx.wait_for(10, "the re-send", |got| got.len() == 4).await;
     assert_eq!(rx.received()[3].header("webhook-id"), Some(event_id));
+    env.cleanup().await;
 }
 
 /// A receiver down for good: every try is logged, the last as `gaveUp`, and the job
 /// lands in the dead-letter queue.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_down_for_good_dead_letters_the_delivery() {
-    let env = env().await;
+async fn a_receiver_down_for_good_dead_letters_the_delivery(backend: Backend) {
+    let env = env(backend).await;
+    let project = env.project("down");
     // A port nobody listens on: connection refused at every try.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -580,12 +700,13 @@ async fn a_receiver_down_for_good_dead_letters_the_delivery() {
     };
     let hook = env
         .create_webhook(
-            "down",
+            &project,
             json!({"name": "down", "targetUrl": format!("http://127.0.0.1:{closed}/hook"),
                    "eventTypes": ["manifest.pushed"]}),
         )
         .await;
-    env.push_image("down/app", "v1", "down").await;
+    env.push_image(&format!("{project}/app"), "v1", "down")
+        .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let dead = loop {
         let dead = env.events.queue.dead_letters(10).await.unwrap();
@@ -596,7 +717,7 @@ async fn a_receiver_down_for_good_dead_letters_the_delivery() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(dead.payload["policyId"], hook.as_str());
-    let log = env.deliveries("down", &hook).await;
+    let log = env.deliveries(&project, &hook).await;
     assert_eq!(log.len(), 1);
     assert_eq!(log[0]["status"], "gaveUp");
     let attempts = log[0]["attempts"].as_array().unwrap();
@@ -610,6 +731,7 @@ async fn a_receiver_down_for_good_dead_letters_the_delivery() {
         "{}",
         attempts[0]
     );
+    env.cleanup().await;
 }
 
 /// Targets on loopback, link-local (cloud metadata) and private addresses are refused
@@ -635,7 +757,7 @@ async fn internal_targets_are_refused_unless_allowed() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {res}");
         assert_eq!(res["errors"][0]["code"], "DENIED", "{url}: {res}");
     }
-    let allowed = env().await;
+    let allowed = env(Backend::Embedded).await;
     let (status, _) = allowed
         .api(
             Method::POST,
@@ -669,7 +791,7 @@ async fn internal_targets_are_refused_unless_allowed() {
 /// The webhook API needs credentials and an admin of the project.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_api_needs_a_project_admin() {
-    let env = env().await;
+    let env = env(Backend::Embedded).await;
     let req = Request::get("/api/v1/projects/team/webhooks")
         .body(Body::empty())
         .unwrap();

@@ -75,7 +75,9 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError;
 use aws_sdk_sqs::operation::delete_message::DeleteMessageError;
-use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{
+    Message, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+};
 use aws_smithy_types::error::display::DisplayErrorContext;
 use registry_core::ports::{Job, JobQueue, ReceivedJob};
 use registry_core::{RegistryError, Result};
@@ -190,6 +192,64 @@ impl SqsJobQueue {
             }
         }
         Ok(())
+    }
+}
+
+/// Creates queue `name` and its dead-letter queue `<name>-dlq`, with a redrive policy of
+/// `max_receive_count` and the given visibility timeout; for tests and tooling
+/// (deployments create their queues from `infra/`).
+pub async fn create_queue_with_dead_letters(
+    sqs: &Client,
+    name: &str,
+    max_receive_count: u32,
+    visibility_secs: u32,
+) -> Result<SqsQueueSettings> {
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .map_err(|e| sdk("CreateQueue", e))?;
+    let dead_letter_queue_url = dlq
+        .queue_url()
+        .ok_or_else(|| RegistryError::Storage("CreateQueue returned no URL".into()))?
+        .to_owned();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dead_letter_queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| sdk("GetQueueAttributes", e))?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or_else(|| RegistryError::Storage("the dead-letter queue has no ARN".into()))?;
+    let redrive =
+        serde_json::json!({ "deadLetterTargetArn": arn, "maxReceiveCount": max_receive_count });
+    let queue = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_secs.to_string(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk("CreateQueue", e))?;
+    Ok(SqsQueueSettings {
+        queue_url: queue
+            .queue_url()
+            .ok_or_else(|| RegistryError::Storage("CreateQueue returned no URL".into()))?
+            .to_owned(),
+        dead_letter_queue_url,
+    })
+}
+
+/// Deletes a queue and its dead-letter queue (best effort: errors are ignored).
+pub async fn delete_queues(sqs: &Client, settings: &SqsQueueSettings) {
+    for url in [&settings.queue_url, &settings.dead_letter_queue_url] {
+        let _ = sqs.delete_queue().queue_url(url).send().await;
     }
 }
 

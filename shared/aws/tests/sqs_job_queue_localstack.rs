@@ -13,7 +13,7 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use common::{HOW_TO_START, clients};
-use registry_aws::sqs_job_queue::KIND_ATTRIBUTE;
+use registry_aws::sqs_job_queue::{KIND_ATTRIBUTE, create_queue_with_dead_letters, delete_queues};
 use registry_aws::{SqsJobQueue, SqsQueueSettings};
 use registry_core::ports::{Job, JobQueue};
 use registry_testkit::job_queue_contract::MAX_RECEIVES;
@@ -23,61 +23,30 @@ use serde_json::json;
 /// A queue and its dead-letter queue made for one test; dropping it deletes both.
 struct FreshQueues {
     sqs: Client,
-    queue_url: String,
-    dead_letter_queue_url: String,
+    settings: SqsQueueSettings,
 }
 
 impl FreshQueues {
     async fn create(sqs: &Client) -> Self {
         let name = common::unique("regtest-jobs");
-        let dlq = sqs
-            .create_queue()
-            .queue_name(format!("{name}-dlq"))
-            .send()
+        let settings = create_queue_with_dead_letters(sqs, &name, MAX_RECEIVES, 30)
             .await
-            .unwrap_or_else(|e| panic!("CreateQueue (dead letters): {e:?}: {HOW_TO_START}"));
-        let dead_letter_queue_url = dlq.queue_url().expect("dead-letter queue URL").to_owned();
-        let arn = sqs
-            .get_queue_attributes()
-            .queue_url(&dead_letter_queue_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("GetQueueAttributes")
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .expect("dead-letter queue ARN");
-        let redrive = json!({ "deadLetterTargetArn": arn, "maxReceiveCount": MAX_RECEIVES });
-        let queue = sqs
-            .create_queue()
-            .queue_name(&name)
-            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
-            .send()
-            .await
-            .expect("CreateQueue");
+            .unwrap_or_else(|e| panic!("CreateQueue: {e:?}: {HOW_TO_START}"));
         FreshQueues {
             sqs: sqs.clone(),
-            queue_url: queue.queue_url().expect("queue URL").to_owned(),
-            dead_letter_queue_url,
+            settings,
         }
     }
 
     fn settings(&self) -> SqsQueueSettings {
-        SqsQueueSettings {
-            queue_url: self.queue_url.clone(),
-            dead_letter_queue_url: self.dead_letter_queue_url.clone(),
-        }
+        self.settings.clone()
     }
 }
 
 impl Drop for FreshQueues {
     fn drop(&mut self) {
-        common::finish_in_drop(async {
-            for url in [&self.queue_url, &self.dead_letter_queue_url] {
-                // Best effort: a leftover test queue is harmless.
-                let _ = self.sqs.delete_queue().queue_url(url).send().await;
-            }
-        });
+        // Best effort: a leftover test queue is harmless.
+        common::finish_in_drop(delete_queues(&self.sqs, &self.settings));
     }
 }
 
@@ -131,7 +100,7 @@ async fn kind_attribute_and_payload_round_trip() {
     let raw = queues
         .sqs
         .receive_message()
-        .queue_url(&queues.queue_url)
+        .queue_url(&queues.settings.queue_url)
         .message_attribute_names("All")
         .visibility_timeout(0)
         .wait_time_seconds(1)
@@ -183,7 +152,7 @@ async fn redrive_moves_an_unacked_job_to_the_dead_letters() {
     let left = queues
         .sqs
         .get_queue_attributes()
-        .queue_url(&queues.queue_url)
+        .queue_url(&queues.settings.queue_url)
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
         .send()
@@ -203,7 +172,7 @@ async fn foreign_messages_are_skipped_and_dead_lettered() {
     queues
         .sqs
         .send_message()
-        .queue_url(&queues.queue_url)
+        .queue_url(&queues.settings.queue_url)
         .message_body("not a job")
         .send()
         .await
@@ -225,7 +194,7 @@ async fn foreign_messages_are_skipped_and_dead_lettered() {
     let dead = queues
         .sqs
         .receive_message()
-        .queue_url(&queues.dead_letter_queue_url)
+        .queue_url(&queues.settings.dead_letter_queue_url)
         .visibility_timeout(0)
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
         .send()
