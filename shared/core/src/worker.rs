@@ -208,7 +208,7 @@ impl Worker {
             };
             if !pause.is_zero() {
                 tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
+                    _ = self.queue.wait_for_enqueue(pause) => {}
                     _ = shutdown.changed() => {}
                 }
             }

@@ -31,6 +31,8 @@ pub struct EmbeddedJobQueue {
     clock: Arc<dyn Clock>,
     max_receives: u32,
     names: Arc<TableNames>,
+    /// Wakes a poller waiting in `wait_for_enqueue` (one permit is kept if none waits).
+    enqueued: Arc<tokio::sync::Notify>,
 }
 
 /// The tables of one named queue.
@@ -103,6 +105,7 @@ impl EmbeddedJobQueue {
             clock,
             max_receives,
             names: Arc::new(names),
+            enqueued: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -169,7 +172,13 @@ impl JobQueue for EmbeddedJobQueue {
             }
             txn.commit().map_err(RegistryError::storage)
         })
-        .await
+        .await?;
+        self.enqueued.notify_one();
+        Ok(())
+    }
+
+    async fn wait_for_enqueue(&self, max: std::time::Duration) {
+        let _ = tokio::time::timeout(max, self.enqueued.notified()).await;
     }
 
     async fn receive(&self, max: usize, visibility_secs: u64) -> Result<Vec<ReceivedJob>> {

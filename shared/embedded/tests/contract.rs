@@ -151,3 +151,33 @@ mod job_queue {
         }
     }
 }
+
+/// A poller waiting after an empty receive wakes when a job is enqueued, not after its
+/// whole pause; an enqueue with no waiter leaves a permit, so the next wait returns at once.
+#[tokio::test]
+async fn waiting_pollers_wake_on_enqueue() {
+    let (queue, _dir, _clock) = embedded_job_queue_and_clock();
+    let job = registry_core::ports::Job {
+        kind: "k".into(),
+        payload: serde_json::json!({}),
+    };
+    let waiter = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            queue
+                .wait_for_enqueue(std::time::Duration::from_secs(30))
+                .await;
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    queue.enqueue(&job).await.unwrap();
+    assert!(waiter.await.unwrap() < std::time::Duration::from_secs(10));
+    queue.enqueue(&job).await.unwrap();
+    let started = std::time::Instant::now();
+    queue
+        .wait_for_enqueue(std::time::Duration::from_secs(30))
+        .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -77,4 +77,11 @@ pub trait JobQueue: Send + Sync + 'static {
     /// At most `max` jobs moved to the dead-letter queue, left there; in no guaranteed
     /// order (the embedded queue: oldest first).
     async fn dead_letters(&self, max: usize) -> Result<Vec<Job>>;
+
+    /// A poller's pause after an empty receive: returns after `max`, or earlier when a
+    /// job may have been enqueued (a hint, never a promise). The default sleeps `max`;
+    /// the embedded queue wakes on its own enqueues; SQS long-polls in `receive` instead.
+    async fn wait_for_enqueue(&self, max: std::time::Duration) {
+        tokio::time::sleep(max).await;
+    }
 }
