@@ -612,7 +612,7 @@ pub fn render(format: PayloadFormat, event: &Event, public_url: &str) -> (&'stat
                 "source": format!("{public_url}/v2/{repo}"),
                 "type": format!("{CLOUDEVENTS_TYPE_PREFIX}.{}", event.kind),
                 "subject": reference(event.tags.first()),
-                "time": rfc3339(event.time_ms),
+                "time": crate::timefmt::rfc3339(event.time_ms),
                 "datacontenttype": "application/json",
                 "data": event,
             });
@@ -664,29 +664,6 @@ pub fn render(format: PayloadFormat, event: &Event, public_url: &str) -> (&'stat
     }
 }
 
-/// `ms` since the epoch as RFC 3339 UTC with milliseconds.
-fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,13 +674,6 @@ mod tests {
         Event::new(EventKind::ManifestPushed, &repo, 1_764_331_200_123)
             .with_digest(&crate::Digest::of(crate::DigestAlgorithm::Sha256, b"m"))
             .with_tags(["v1"])
-    }
-
-    #[test]
-    fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_764_331_200_123), "2025-11-28T12:00:00.123Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 
     #[test]
