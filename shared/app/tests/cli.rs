@@ -1,7 +1,7 @@
 //! The `registry` management subcommands against the real server in this process
 //! (`build_state` + `registry_http::serve` on a loopback port, embedded backend in a temp
 //! dir, authentication on): projects, users, passwords, groups, members, robots, the audit
-//! log and the errors, through `registry_app::cli` exactly as the binary runs them.
+//! log, webhooks and the errors, through `registry_app::cli` exactly as the binary runs them.
 
 use clap::Parser;
 use registry_app::cli::{self, Cli, CliError};
@@ -39,6 +39,8 @@ async fn start_server() -> Server {
         ADMIN.to_owned(),
         "--admin-password".to_owned(),
         ADMIN_PASSWORD.to_owned(),
+        "--outbound-allow".to_owned(),
+        "127.0.0.0/8".to_owned(),
     ]);
     let state = build_state(&config, true).await.expect("state");
     assert!(state.auth.is_some(), "authentication must be on");
@@ -359,4 +361,80 @@ async fn cli_manages_projects_users_members_robots_through_the_api() {
         !strings(&admin_json(url, &["project", "list"]).await, "projects")
             .contains(&"team".to_owned())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_manages_webhooks_through_the_api() {
+    let server = start_server().await;
+    let url = server.url.as_str();
+    admin(url, &["project", "create", "hooks"]).await;
+    let created = admin_json(
+        url,
+        &[
+            "webhook",
+            "create",
+            "hooks",
+            "deploys",
+            "--url",
+            "http://127.0.0.1:9/hook",
+            "--events",
+            "manifest.pushed,tag.deleted",
+            "--format",
+            "harbor",
+        ],
+    )
+    .await;
+    let id = created["id"].as_str().expect("an id").to_owned();
+    assert_eq!(created["format"], "harbor");
+    assert_eq!(created["hasSecret"], false);
+    assert_eq!(
+        strings(&created, "eventTypes"),
+        ["manifest.pushed", "tag.deleted"]
+    );
+
+    let table = admin(url, &["webhook", "list", "hooks"]).await;
+    assert!(table.starts_with("ID"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.contains(&id))
+        .expect("the policy's row");
+    assert!(
+        row.contains("http://127.0.0.1:9/hook") && row.contains("yes"),
+        "{row}"
+    );
+
+    let log = admin(url, &["webhook", "deliveries", "hooks", &id]).await;
+    assert_eq!(log.lines().count(), 1, "only the header: {log}");
+    let err = run(
+        url,
+        Some((ADMIN, ADMIN_PASSWORD)),
+        &["webhook", "redeliver", "hooks", &id, "no-such-event"],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status_of(&err), Some(404), "{err}");
+
+    for (target, events) in [
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "manifest.pushed",
+        ),
+        ("http://127.0.0.1:9/hook", "image.pushed"),
+    ] {
+        let err = run(
+            url,
+            Some((ADMIN, ADMIN_PASSWORD)),
+            &[
+                "webhook", "create", "hooks", "bad", "--url", target, "--events", events,
+            ],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status_of(&err), Some(400), "{target} {events}: {err}");
+    }
+
+    let deleted = admin(url, &["webhook", "delete", "hooks", &id]).await;
+    assert!(deleted.contains(&id), "{deleted}");
+    let after = admin_json(url, &["webhook", "list", "hooks"]).await;
+    assert_eq!(after["webhooks"], serde_json::json!([]));
 }
