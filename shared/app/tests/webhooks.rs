@@ -861,3 +861,71 @@ async fn the_outbox_sweep_publishes_what_the_fast_path_missed() {
         "the young one waits"
     );
 }
+
+/// Replacing a policy: an omitted secret is kept, `""` removes it; a disabled policy
+/// gets no delivery of what happens while it is disabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_and_disabled_policies() {
+    let env = env(Backend::Embedded).await;
+    let rx = Receiver::start(0).await;
+    let project = env.project("replace");
+    let target = format!("{}/hook", rx.base);
+    let id = env
+        .create_webhook(
+            &project,
+            json!({"name": "r", "targetUrl": target, "eventTypes": ["manifest.pushed"], "secret": SECRET}),
+        )
+        .await;
+    let path = format!("/api/v1/projects/{project}/webhooks/{id}");
+    let put = |body: Value| {
+        let (env, path) = (&env, path.clone());
+        async move { env.api(Method::PUT, &path, body).await }
+    };
+    let (status, res) = put(json!({"name": "r2", "targetUrl": target,
+                                    "eventTypes": ["manifest.pushed"], "enabled": false}))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    assert_eq!(res["hasSecret"], true, "an omitted secret is kept");
+    assert_eq!(res["enabled"], false);
+    assert_eq!(res["name"], "r2");
+    // A probe policy on the same project: once it has the event of the push made while
+    // the first is disabled, that event's fan-out is done.
+    env.create_webhook(
+        &project,
+        json!({"name": "probe", "targetUrl": format!("{}/probe", rx.base), "eventTypes": ["manifest.pushed"]}),
+    )
+    .await;
+    env.push_image(&format!("{project}/app"), "off", "while-disabled")
+        .await;
+    rx.wait_for(20, "the probe's delivery", |got| {
+        got.iter().any(|r| r.path == "/probe")
+    })
+    .await;
+
+    let (status, res) = put(json!({"name": "r2", "targetUrl": target,
+                                    "eventTypes": ["manifest.pushed"], "secret": ""}))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    assert_eq!(res["hasSecret"], false, "an empty secret removes it");
+    assert_eq!(res["enabled"], true);
+    env.push_image(&format!("{project}/app"), "on", "while-enabled")
+        .await;
+    rx.wait_for(20, "the push made while enabled", |got| {
+        got.iter().any(|r| r.path == "/hook")
+    })
+    .await;
+    let got: Vec<Received> = rx
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/hook")
+        .collect();
+    assert_eq!(got.len(), 1, "nothing for the push made while disabled");
+    assert_eq!(got[0].json()["data"]["tags"], json!(["on"]));
+    assert_eq!(got[0].header("webhook-signature"), None);
+    let (status, res) = env.api(Method::GET, &path, Value::Null).await;
+    assert_eq!((status, res["name"].clone()), (StatusCode::OK, json!("r2")));
+    let (status, _) = env.api(Method::DELETE, &path, Value::Null).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = env.api(Method::GET, &path, Value::Null).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
