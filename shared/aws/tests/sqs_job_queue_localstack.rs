@@ -249,3 +249,18 @@ async fn missing_queue_is_a_storage_error() {
     );
     assert!(err.to_string().contains("SendMessage"), "{err}");
 }
+
+/// SQS calls count in the per-request backend call figures, as S3 and DynamoDB calls do.
+#[tokio::test]
+async fn sqs_calls_are_counted() {
+    let (queue, _queues) = default_queue().await;
+    let ((), calls) = registry_core::metrics::scoped(async {
+        queue.enqueue(&job("counted", 1)).await.unwrap();
+    })
+    .await;
+    assert_eq!(
+        registry_core::metrics::calls_to(&calls, "SQS"),
+        1,
+        "{calls:?}"
+    );
+}
