@@ -16,6 +16,7 @@ pub mod names;
 pub mod outbound;
 pub mod ports;
 pub mod registry;
+pub mod scan;
 pub mod timefmt;
 pub mod upload;
 pub mod upload_token;

@@ -146,6 +146,88 @@ struct Key {
     name: String,
 }
 
+impl Key {
+    /// The storage key: `<OSV ecosystem>|<release or empty>|<normalised name>`.
+    fn storage_key(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.ecosystem.osv_name(),
+            self.release.as_deref().unwrap_or(""),
+            self.name
+        )
+    }
+}
+
+/// The keys under which a vulnerability database stores `advisory` (one per affected
+/// package it can match; none for a withdrawn advisory): a scan looks up
+/// [`package_keys`] and builds an [`AdvisoryIndex`] from what it finds there.
+pub fn advisory_keys(advisory: &Advisory) -> Vec<String> {
+    if advisory.is_withdrawn() {
+        return Vec::new();
+    }
+    let mut keys: Vec<String> = advisory_index_keys(advisory)
+        .into_iter()
+        .map(|(k, _)| k.storage_key())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The storage keys whose advisories may affect `package` in an image of `distro`.
+pub fn package_keys(distro: Option<&Distro>, package: &Package) -> Vec<String> {
+    package_index_keys(distro, package)
+        .iter()
+        .map(Key::storage_key)
+        .collect()
+}
+
+fn advisory_index_keys(advisory: &Advisory) -> Vec<(Key, usize)> {
+    let mut keys = Vec::new();
+    for (i, affected) in advisory.affected.iter().enumerate() {
+        let Some(package) = &affected.package else {
+            continue;
+        };
+        let Some((ecosystem, release)) = parse_ecosystem(&package.ecosystem) else {
+            continue;
+        };
+        let release = if is_os(ecosystem) {
+            release.map(|r| advisory_release(ecosystem, &r))
+        } else {
+            None
+        };
+        let name = normalize_name(ecosystem, package.name.trim()).into_owned();
+        keys.push((
+            Key {
+                ecosystem,
+                release,
+                name,
+            },
+            i,
+        ));
+    }
+    keys
+}
+
+fn package_index_keys(distro: Option<&Distro>, package: &Package) -> Vec<Key> {
+    let ecosystem = package.ecosystem;
+    let name = normalize_name(ecosystem, package.advisory_name().trim()).into_owned();
+    let mut releases = vec![None];
+    if is_os(ecosystem)
+        && let Some(release) = distro.and_then(|d| distro_release(ecosystem, d))
+    {
+        releases.insert(0, Some(release));
+    }
+    releases
+        .into_iter()
+        .map(|release| Key {
+            ecosystem,
+            release,
+            name: name.clone(),
+        })
+        .collect()
+}
+
 /// Advisories indexed by (ecosystem, release, package name).
 #[derive(Debug, Clone, Default)]
 pub struct AdvisoryIndex {
@@ -168,29 +250,7 @@ impl AdvisoryIndex {
             return false;
         }
         let index = self.advisories.len();
-        let mut keys = Vec::new();
-        for (i, affected) in advisory.affected.iter().enumerate() {
-            let Some(package) = &affected.package else {
-                continue;
-            };
-            let Some((ecosystem, release)) = parse_ecosystem(&package.ecosystem) else {
-                continue;
-            };
-            let release = if is_os(ecosystem) {
-                release.map(|r| advisory_release(ecosystem, &r))
-            } else {
-                None
-            };
-            let name = normalize_name(ecosystem, package.name.trim()).into_owned();
-            keys.push((
-                Key {
-                    ecosystem,
-                    release,
-                    name,
-                },
-                i,
-            ));
-        }
+        let keys = advisory_index_keys(&advisory);
         if keys.is_empty() {
             return false;
         }
@@ -215,15 +275,7 @@ impl AdvisoryIndex {
     pub fn match_package(&self, distro: Option<&Distro>, package: &Package) -> Vec<Finding> {
         let ecosystem = package.ecosystem;
         let scheme = VersionScheme::from(ecosystem);
-        let name = normalize_name(ecosystem, package.advisory_name().trim()).into_owned();
         let version = package.advisory_version().trim();
-
-        let mut releases = vec![None];
-        if is_os(ecosystem)
-            && let Some(release) = distro.and_then(|d| distro_release(ecosystem, d))
-        {
-            releases.insert(0, Some(release));
-        }
 
         struct Hit<'a> {
             advisory: &'a Advisory,
@@ -231,12 +283,7 @@ impl AdvisoryIndex {
             rating: Rating,
         }
         let mut hits: BTreeMap<&str, Hit<'_>> = BTreeMap::new();
-        for release in releases {
-            let key = Key {
-                ecosystem,
-                release,
-                name: name.clone(),
-            };
+        for key in package_index_keys(distro, package) {
             for &(a, i) in self.by_package.get(&key).into_iter().flatten() {
                 let advisory = &self.advisories[a];
                 let affected = &advisory.affected[i];

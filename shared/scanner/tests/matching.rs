@@ -804,3 +804,44 @@ fn index_from_a_directory_and_a_zip() {
     );
     assert_eq!(from_zip.match_package(None, &requests).len(), 1);
 }
+
+/// A database that stores each advisory under `advisory_keys` and a scan that looks up
+/// `package_keys` find the same advisories as an index of everything.
+#[test]
+fn storage_keys_find_what_the_full_index_finds() {
+    use std::collections::BTreeMap;
+
+    use registry_scanner::matcher::{advisory_keys, package_keys};
+
+    let full = index();
+    let mut stored: BTreeMap<String, Vec<registry_scanner::osv::Advisory>> = BTreeMap::new();
+    for json in ALL {
+        let advisory = parse_advisory(json.as_bytes()).unwrap();
+        for key in advisory_keys(&advisory) {
+            stored.entry(key).or_default().push(advisory.clone());
+        }
+    }
+    let inventory = Inventory {
+        distro: Some(distro("debian", "12")),
+        packages: vec![
+            from_source(
+                package(Ecosystem::Debian, "libssl3", "3.0.11-1~deb12u2"),
+                "openssl",
+                None,
+            ),
+            package(Ecosystem::PyPI, "Jinja2", "3.1.2"),
+            package(Ecosystem::Npm, "ip", "2.0.0"),
+        ],
+    };
+    let looked_up: AdvisoryIndex = inventory
+        .packages
+        .iter()
+        .flat_map(|p| package_keys(inventory.distro.as_ref(), p))
+        .filter_map(|k| stored.get(&k))
+        .flatten()
+        .cloned()
+        .collect();
+    let expected = full.match_inventory(&inventory);
+    assert!(!expected.is_empty(), "the fixture matches something");
+    assert_eq!(looked_up.match_inventory(&inventory), expected);
+}
