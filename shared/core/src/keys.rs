@@ -12,6 +12,11 @@
 //! | upload session | `UPLOAD#<id>` | `UPLOAD` | [`UploadSession`](crate::upload::UploadSession) |
 //! | outbox event | `OUTBOX` | `EVENT#<event id>` | [`Event`](crate::events::Event) |
 //! | webhook policy | `WEBHOOKS#<project>` | `POLICY#<policy id>` | [`WebhookPolicy`](crate::ports::WebhookPolicy) |
+//! | scan report | `REPO#<name>` | `SCAN#<digest>` | [`ScanReport`](crate::scan::ScanReport) |
+//! | scanned image | `SCANS` | `<name>@<digest>` | `{}` |
+//! | advisory | `VULN#<db version>#<package key>` | `ADV#<id>` | [`StoredAdvisory`](crate::ports::StoredAdvisory) |
+//! | key of a db version | `VULNDB#<db version>` | `KEY#<package key>` | `{}` |
+//! | current db | `VULNDB` | `CURRENT` | [`VulnDbInfo`](crate::ports::VulnDbInfo) |
 //! | webhook delivery | `WEBHOOK#<policy id>` | `DELIVERY#<event id>` | [`Delivery`](crate::ports::Delivery) |
 //!
 //! `#` never appears in names, tags or digests, so prefixes never collide. Manifest
@@ -36,6 +41,12 @@ pub const OUTBOX: &str = "OUTBOX";
 pub const EVENT_PREFIX: &str = "EVENT#";
 pub const POLICY_PREFIX: &str = "POLICY#";
 pub const DELIVERY_PREFIX: &str = "DELIVERY#";
+pub const SCAN_PREFIX: &str = "SCAN#";
+pub const SCANS: &str = "SCANS";
+pub const ADVISORY_PREFIX: &str = "ADV#";
+pub const DB_KEY_PREFIX: &str = "KEY#";
+pub const VULNDB: &str = "VULNDB";
+pub const CURRENT: &str = "CURRENT";
 
 pub fn repo_pk(repo: &RepoName) -> String {
     format!("{REPO_PREFIX}{repo}")
@@ -78,4 +89,22 @@ pub fn deliveries_pk(policy_id: &str) -> String {
 }
 pub fn delivery_sk(event_id: &str) -> String {
     format!("{DELIVERY_PREFIX}{event_id}")
+}
+pub fn scan_sk(digest: &Digest) -> String {
+    format!("{SCAN_PREFIX}{digest}")
+}
+pub fn scans_sk(repo: &RepoName, digest: &Digest) -> String {
+    format!("{repo}@{digest}")
+}
+pub fn advisory_pk(db_version: &str, key: &str) -> String {
+    format!("VULN#{db_version}#{key}")
+}
+pub fn advisory_sk(id: &str) -> String {
+    format!("{ADVISORY_PREFIX}{id}")
+}
+pub fn db_version_pk(db_version: &str) -> String {
+    format!("{VULNDB}#{db_version}")
+}
+pub fn db_key_sk(key: &str) -> String {
+    format!("{DB_KEY_PREFIX}{key}")
 }

@@ -98,3 +98,129 @@ impl FromStr for Severity {
         }
     }
 }
+
+/// Findings counted per severity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeveritySummary {
+    pub critical: u32,
+    pub high: u32,
+    pub medium: u32,
+    pub low: u32,
+    pub unknown: u32,
+}
+
+impl SeveritySummary {
+    /// Counts one finding of `severity`.
+    pub fn add(&mut self, severity: Severity) {
+        match severity {
+            Severity::Critical => self.critical += 1,
+            Severity::High => self.high += 1,
+            Severity::Medium => self.medium += 1,
+            Severity::Low => self.low += 1,
+            Severity::Unknown => self.unknown += 1,
+        }
+    }
+
+    /// How many findings are `threshold` or worse.
+    pub fn at_or_above(&self, threshold: Severity) -> u32 {
+        [
+            (Severity::Critical, self.critical),
+            (Severity::High, self.high),
+            (Severity::Medium, self.medium),
+            (Severity::Low, self.low),
+            (Severity::Unknown, self.unknown),
+        ]
+        .into_iter()
+        .filter(|(s, _)| *s >= threshold)
+        .map(|(_, n)| n)
+        .sum()
+    }
+}
+
+/// One vulnerability found in an image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportFinding {
+    /// The advisory id (`DEBIAN-CVE-2024-0727`, `GHSA-…`).
+    pub id: String,
+    /// Other ids of the same vulnerability (`CVE-…`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// The OSV ecosystem of the package (`Debian`, `PyPI`, …).
+    pub ecosystem: String,
+    pub package: String,
+    pub installed_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_version: Option<String>,
+    pub severity: Severity,
+    /// The CVSS base score, when the severity comes from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// The digest of the layer the package is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<crate::Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ScanStatus {
+    Completed,
+    Failed,
+}
+
+/// The result of scanning one image (one manifest digest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanReport {
+    pub repository: crate::RepoName,
+    pub digest: crate::Digest,
+    pub status: ScanStatus,
+    /// `registry-scanner <version>`.
+    pub scanner: String,
+    /// The vulnerability database version the findings come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_version: Option<String>,
+    pub scanned_ms: u64,
+    /// The distribution (`Debian GNU/Linux 12 (bookworm)`), when found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distro: Option<String>,
+    /// How many packages the image holds.
+    pub packages: u64,
+    pub summary: SeveritySummary,
+    /// Worst first.
+    pub findings: Vec<ReportFinding>,
+    /// The SBOM artifact (a manifest in the same repository whose subject is the image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<crate::Digest>,
+    /// Why the scan failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_counts_at_or_above_a_threshold() {
+        let mut s = SeveritySummary::default();
+        for sev in [
+            Severity::Critical,
+            Severity::High,
+            Severity::High,
+            Severity::Low,
+            Severity::Unknown,
+        ] {
+            s.add(sev);
+        }
+        assert_eq!(s.at_or_above(Severity::Critical), 1);
+        assert_eq!(s.at_or_above(Severity::High), 3);
+        assert_eq!(s.at_or_above(Severity::Medium), 3);
+        assert_eq!(s.at_or_above(Severity::Low), 4);
+        assert_eq!(s.at_or_above(Severity::Unknown), 5);
+    }
+}

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use registry_core::ports::{BlobStore, IdentityStore, JobQueue, MetadataStore, WebhookStore};
+use registry_core::ports::{
+    BlobStore, IdentityStore, JobQueue, MetadataStore, ScanStore, VulnerabilityStore, WebhookStore,
+};
 use registry_embedded::{EmbeddedJobQueue, EmbeddedMetadataStore, FileBlobStore, open_database};
 use registry_testkit::job_queue_contract::MAX_RECEIVES;
 use registry_testkit::{ManualClock, TestTime};
@@ -62,6 +64,32 @@ mod metadata_store {
 
 mod identity_store {
     registry_testkit::identity_store_contract_tests!(super::embedded_identity_store);
+}
+
+/// A fresh metadata store as `P` (its scan and vulnerability ports share the table).
+async fn embedded_store_as<P: ?Sized>(
+    convert: fn(Arc<EmbeddedMetadataStore>) -> Arc<P>,
+) -> (Arc<P>, TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open_database(&dir.path().join("registry.redb")).expect("database");
+    let store = Arc::new(EmbeddedMetadataStore::new(db).expect("metadata store"));
+    (convert(store), dir)
+}
+
+async fn embedded_scan_store() -> (Arc<dyn ScanStore>, TempDir) {
+    embedded_store_as(|s| s as Arc<dyn ScanStore>).await
+}
+
+async fn embedded_vulnerability_store() -> (Arc<dyn VulnerabilityStore>, TempDir) {
+    embedded_store_as(|s| s as Arc<dyn VulnerabilityStore>).await
+}
+
+mod scan_store {
+    registry_testkit::scan_store_contract_tests!(super::embedded_scan_store);
+}
+
+mod vulnerability_store {
+    registry_testkit::vulnerability_store_contract_tests!(super::embedded_vulnerability_store);
 }
 
 mod webhook_store {

@@ -24,6 +24,7 @@ pub mod clock;
 pub mod identity_store_contract;
 pub mod job_queue_contract;
 pub mod metadata_store_contract;
+pub mod scan_store_contract;
 pub mod support;
 pub mod webhook_store_contract;
 
@@ -163,6 +164,41 @@ macro_rules! webhook_store_contract_tests {
                 deliveries_list_newest_first,
                 concurrent_attempts_all_land,
                 delete_policy_keeps_other_deliveries,
+            ]
+        );
+    };
+}
+
+/// One `#[tokio::test]` per [`ScanStore`](registry_core::ports::ScanStore) check;
+/// `$factory` is `FnMut() -> impl Future<Output = (Arc<dyn ScanStore>, impl Any)>`.
+#[macro_export]
+macro_rules! scan_store_contract_tests {
+    ($factory:expr $(,)?) => {
+        $crate::__contract_tests!(
+            scan_store_contract,
+            $factory,
+            [
+                reports_round_trip,
+                large_reports_round_trip,
+                scanned_images_list_in_order,
+            ]
+        );
+    };
+}
+
+/// One `#[tokio::test]` per
+/// [`VulnerabilityStore`](registry_core::ports::VulnerabilityStore) check; `$factory` is
+/// `FnMut() -> impl Future<Output = (Arc<dyn VulnerabilityStore>, impl Any)>`.
+#[macro_export]
+macro_rules! vulnerability_store_contract_tests {
+    ($factory:expr $(,)?) => {
+        $crate::__contract_tests!(
+            scan_store_contract,
+            $factory,
+            [
+                advisories_by_version_and_key,
+                current_db_switches_conditionally,
+                delete_db_version_in_pages,
             ]
         );
     };

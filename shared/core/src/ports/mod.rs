@@ -6,6 +6,8 @@ pub mod identity_store;
 pub mod job_queue;
 pub mod metadata_store;
 pub mod outbound_http;
+pub mod scan_store;
+pub mod vulnerability_store;
 pub mod webhook_store;
 
 pub use blob_store::{BlobContent, BlobStore, ByteRange, ByteStream, UploadCursor};
@@ -14,6 +16,8 @@ pub use identity_store::IdentityStore;
 pub use job_queue::{Job, JobQueue, ReceivedJob};
 pub use metadata_store::{ManifestRecord, MetadataStore, Page, PageRequest};
 pub use outbound_http::{OutboundHttp, OutboundRequest, OutboundResponse};
+pub use scan_store::ScanStore;
+pub use vulnerability_store::{StoredAdvisory, VulnDbInfo, VulnerabilityStore};
 pub use webhook_store::{
     AttemptOutcome, Delivery, DeliveryAttempt, PayloadFormat, WebhookPolicy, WebhookStore,
 };
