@@ -178,7 +178,10 @@ pub async fn advisories_by_version_and_key(store: Arc<dyn VulnerabilityStore>) {
     assert_eq!(got[&k1], vec![advisory("A-1", "x"), advisory("A-2", "y2")]);
     assert_eq!(got[&k2], vec![advisory("A-1", "x")]);
     assert_eq!(
-        store.advisories("v2", &[k1.clone()]).await.unwrap()[&k1],
+        store
+            .advisories("v2", std::slice::from_ref(&k1))
+            .await
+            .unwrap()[&k1],
         vec![advisory("B-1", "z")]
     );
 }
