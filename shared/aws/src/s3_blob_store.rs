@@ -1047,6 +1047,22 @@ impl BlobStore for S3BlobStore {
         }
     }
 
+    async fn read_stream(&self, digest: &Digest) -> Result<ByteStream> {
+        let key = self.blob_key(digest);
+        match self
+            .s3
+            .get_object()
+            .bucket(&self.settings.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(body_stream(out.body, key)),
+            Err(e) if is_missing_key(&e) => Err(RegistryError::BlobUnknown(digest.to_string())),
+            Err(e) => Err(self.storage("GetObject", &key, e)),
+        }
+    }
+
     async fn read_upload(&self, cursor: &UploadCursor) -> Result<ByteStream> {
         let folder = self.upload_folder(&cursor.upload_id)?;
         let state = UploadState::parse(&cursor.store_state, cursor.offset)?;

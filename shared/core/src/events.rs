@@ -227,12 +227,21 @@ impl Default for EventsConfig {
     }
 }
 
-/// Moves events from the outbox to the webhook queue.
+/// Another queue that wants some events, as its own jobs (the scan queue wants
+/// `manifest.pushed` as `scan.image`).
+struct Route {
+    queue: Arc<dyn JobQueue>,
+    kinds: Vec<EventKind>,
+    job: fn(&Event) -> Job,
+}
+
+/// Moves events from the outbox to the webhook queue (and to the queues routed to).
 pub struct EventRelay {
     meta: Arc<dyn MetadataStore>,
     queue: Arc<dyn JobQueue>,
     clock: Arc<dyn Clock>,
     config: EventsConfig,
+    routes: Vec<Route>,
 }
 
 impl EventRelay {
@@ -247,7 +256,32 @@ impl EventRelay {
             queue,
             clock,
             config,
+            routes: Vec::new(),
         }
+    }
+
+    /// Also sends events of `kinds` to `queue`, as the job `job` makes of each.
+    pub fn with_route(
+        mut self,
+        queue: Arc<dyn JobQueue>,
+        kinds: &[EventKind],
+        job: fn(&Event) -> Job,
+    ) -> Self {
+        self.routes.push(Route {
+            queue,
+            kinds: kinds.to_vec(),
+            job,
+        });
+        self
+    }
+
+    /// Enqueues `event` on the webhook queue and every queue routed to.
+    async fn send(&self, event: &Event) -> Result<()> {
+        self.queue.enqueue(&event.to_job()).await?;
+        for route in self.routes.iter().filter(|r| r.kinds.contains(&event.kind)) {
+            route.queue.enqueue(&(route.job)(event)).await?;
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &EventsConfig {
@@ -273,13 +307,13 @@ impl EventRelay {
 
     /// Publishes an event that has no outbox item (a pull); a failure is logged.
     pub async fn publish_direct(&self, event: &Event) {
-        if let Err(e) = self.queue.enqueue(&event.to_job()).await {
+        if let Err(e) = self.send(event).await {
             tracing::warn!(event = %event.id, error = %e, "event not published");
         }
     }
 
     async fn publish(&self, event: &Event) -> Result<()> {
-        self.queue.enqueue(&event.to_job()).await?;
+        self.send(event).await?;
         self.meta.remove_outbox_event(&event.id).await?;
         Ok(())
     }

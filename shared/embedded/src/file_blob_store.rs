@@ -75,6 +75,15 @@ impl BlobStore for FileBlobStore {
         }
     }
 
+    async fn read_stream(&self, digest: &Digest) -> Result<ByteStream> {
+        match self.read(digest, None).await? {
+            BlobContent::Stream { body, .. } => Ok(body),
+            BlobContent::Redirect { .. } => Err(RegistryError::Storage(
+                "the file blob store never redirects".into(),
+            )),
+        }
+    }
+
     async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<BlobContent> {
         let mut file = match File::open(self.blob_path(digest)).await {
             Ok(f) => f,

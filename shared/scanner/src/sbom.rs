@@ -15,8 +15,10 @@ pub struct ImageRef<'a> {
     pub repository: &'a str,
     /// `sha256:…` of the image manifest.
     pub digest: &'a str,
-    /// RFC 3339 time of the scan.
-    pub timestamp: &'a str,
+    /// RFC 3339 time of the scan; `None` keeps the document the same for the same
+    /// inventory (the registry stores SBOMs by digest: a rescan that finds the same
+    /// packages writes no new artifact).
+    pub timestamp: Option<&'a str>,
     /// The tool version written into `metadata.tools`.
     pub tool_version: &'a str,
 }
@@ -143,7 +145,7 @@ pub fn cyclonedx(inventory: &Inventory, image: &ImageRef<'_>) -> Value {
         .digest
         .split_once(':')
         .map_or(image.digest, |(_, h)| h);
-    json!({
+    let mut doc = json!({
         "bomFormat": "CycloneDX",
         "specVersion": "1.5",
         "serialNumber": format!("urn:uuid:{}", serial(image.digest)),
@@ -161,7 +163,13 @@ pub fn cyclonedx(inventory: &Inventory, image: &ImageRef<'_>) -> Value {
             },
         },
         "components": components,
-    })
+    });
+    if image.timestamp.is_none()
+        && let Some(metadata) = doc["metadata"].as_object_mut()
+    {
+        metadata.remove("timestamp");
+    }
+    doc
 }
 
 /// A stable UUID-shaped serial derived from the image digest (one SBOM per image and
@@ -282,7 +290,7 @@ mod tests {
             &ImageRef {
                 repository: "team/app",
                 digest,
-                timestamp: "2026-11-28T12:00:00.000Z",
+                timestamp: Some("2026-11-28T12:00:00.000Z"),
                 tool_version: "0.1.0",
             },
         );

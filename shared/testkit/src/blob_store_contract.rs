@@ -548,3 +548,18 @@ pub async fn large_streamed_upload(store: Arc<dyn BlobStore>) {
         "a range at the end of the large blob"
     );
 }
+
+/// `read_stream` hands a committed blob's bytes to this process (never a redirect); an
+/// absent blob is `BlobUnknown`.
+pub async fn read_stream_returns_the_bytes(store: Arc<dyn BlobStore>) {
+    let store = &*store;
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = push(store, &bytes).await;
+    let stream = store.read_stream(&digest).await.expect("read_stream");
+    assert_eq!(collect(stream).await.expect("stream"), bytes);
+    let missing = Digest::of(SHA256, b"never stored");
+    assert!(matches!(
+        store.read_stream(&missing).await,
+        Err(registry_core::RegistryError::BlobUnknown(_))
+    ));
+}

@@ -68,6 +68,7 @@ macro_rules! blob_store_contract_tests {
                 delete_removes_blob,
                 concurrent_uploads_are_independent,
                 large_streamed_upload,
+                read_stream_returns_the_bytes,
             ]
         );
     };

@@ -67,6 +67,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Reads a committed blob, whole or a range already checked against its size.
     async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<BlobContent>;
 
+    /// Streams a committed blob's bytes into this process, never as a redirect: for
+    /// workers (scans, proxy fills). `BlobUnknown` when absent.
+    async fn read_stream(&self, digest: &Digest) -> Result<ByteStream>;
+
     /// Starts storage for a new upload; returns the initial `store_state`.
     async fn begin_upload(&self, upload_id: &str) -> Result<String>;
 
