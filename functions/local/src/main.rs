@@ -13,6 +13,6 @@ async fn main() -> Result<ExitCode, registry_app::BoxError> {
         None => registry_app::local::run(server)
             .await
             .map(|()| ExitCode::SUCCESS),
-        Some(command) => Ok(cli::run(command).await),
+        Some(command) => Ok(cli::run(command, &server).await),
     }
 }

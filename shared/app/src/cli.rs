@@ -51,8 +51,34 @@ pub enum Command {
     /// Manage a project's webhooks and read their delivery logs.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// The vulnerability database: status, and imports of OSV data (air-gapped updates).
+    #[command(subcommand)]
+    Vulndb(VulndbCommand),
     /// Read the audit log (system admins).
     Audit(AuditArgs),
+}
+
+/// `registry vulndb …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum VulndbCommand {
+    /// The current vulnerability database.
+    Status {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Import OSV advisories: a zip of OSV JSON files is uploaded to the registry
+    /// (system admins); with `--direct`, a zip or a directory is imported straight into
+    /// the configured backend (`--backend aws …`, or an embedded data dir no server has
+    /// open), with a progress bar.
+    Import {
+        /// A `.zip` of OSV JSON files, or (with `--direct`) a directory of them.
+        path: std::path::PathBuf,
+        /// Import into the backend directly instead of through the registry's API.
+        #[arg(long)]
+        direct: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
 }
 
 /// How to reach and log in to the registry.
@@ -418,9 +444,12 @@ impl std::error::Error for CliError {}
 
 /// Runs a subcommand, printing to standard output; errors go to standard error and make
 /// the exit code non-zero.
-pub async fn run(command: Command) -> ExitCode {
+pub async fn run(command: Command, server: &crate::config::ServerConfig) -> ExitCode {
     let mut out = Vec::new();
-    let result = execute(&command, &mut out).await;
+    let result = match &command {
+        Command::Vulndb(c) => vulndb(c, Some(server), &mut out).await,
+        other => execute(other, &mut out).await,
+    };
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(&out);
     let _ = stdout.flush();
@@ -442,6 +471,7 @@ pub async fn execute(command: &Command, out: &mut dyn Write) -> Result<(), CliEr
         Command::Member(c) => member(c, out).await,
         Command::Robot(c) => robot(c, out).await,
         Command::Webhook(c) => webhook(c, out).await,
+        Command::Vulndb(c) => vulndb(c, None, out).await,
         Command::Audit(a) => audit(a, out).await,
     }
 }
@@ -554,15 +584,26 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<(Value, Option<String>), CliError> {
+        let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+        self.send_bytes(method, path, body).await
+    }
+
+    /// [`Client::send`] with a body of any content type.
+    async fn send_bytes(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<(Value, Option<String>), CliError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some((u, p)) = &self.creds {
             req = req.basic_auth(u, Some(p));
         }
-        if let Some(body) = body {
+        if let Some((content_type, bytes)) = body {
             req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string());
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(bytes);
         }
         let res = req
             .send()
@@ -1272,6 +1313,90 @@ async fn webhook(cmd: &WebhookCommand, out: &mut dyn Write) -> Result<(), CliErr
                 )
                 .await?;
             c.emit(out, &res, |o| writeln!(o, "queued a re-send of {event}"))
+        }
+    }
+}
+
+/// Runs `registry vulndb …`; `server` is the backend configuration `--direct` imports
+/// into (the binary's own flags).
+pub async fn vulndb(
+    cmd: &VulndbCommand,
+    server: Option<&crate::config::ServerConfig>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    match cmd {
+        VulndbCommand::Status { client } => {
+            let c = Client::new(client)?;
+            let res = c.get("/vulndb").await?;
+            c.emit(out, &res, |o| {
+                match res.get("current").filter(|v| !v.is_null()) {
+                    None => writeln!(o, "no vulnerability database imported"),
+                    Some(db) => {
+                        writeln!(o, "version:    {}", str_of(db, "version"))?;
+                        writeln!(o, "imported:   {}", time_of(db, "importedMs", "?"))?;
+                        writeln!(o, "source:     {}", str_of(db, "source"))?;
+                        writeln!(
+                            o,
+                            "advisories: {}",
+                            db.get("advisories").unwrap_or(&Value::Null)
+                        )?;
+                        writeln!(o, "packages:   {}", db.get("keys").unwrap_or(&Value::Null))
+                    }
+                }
+            })
+        }
+        VulndbCommand::Import {
+            path,
+            direct: true,
+            client,
+        } => {
+            let server = server.ok_or_else(|| {
+                CliError::Usage("--direct needs the backend flags of the registry".into())
+            })?;
+            let info = crate::vulndb::import_direct(server, path)
+                .await
+                .map_err(|e| CliError::Usage(format!("import failed: {e}")))?;
+            let res = serde_json::to_value(&info).unwrap_or_default();
+            let c = Client::new(client)?;
+            c.emit(out, &res, |o| {
+                writeln!(
+                    o,
+                    "imported {} advisories under {} package keys as version {}",
+                    info.advisories, info.keys, info.version
+                )
+            })
+        }
+        VulndbCommand::Import { path, client, .. } => {
+            let c = Client::new(client)?;
+            let bytes = std::fs::read(path)
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "upload".into());
+            let bar = crate::vulndb::spinner(&format!(
+                "uploading {} ({} KiB) and importing",
+                name,
+                bytes.len() / 1024
+            ));
+            let res = c
+                .send_bytes(
+                    reqwest::Method::POST,
+                    &format!("/vulndb?source={}", encode_segment(&name)),
+                    Some(("application/zip", bytes)),
+                )
+                .await;
+            bar.finish_and_clear();
+            let res = res?.0;
+            c.emit(out, &res, |o| {
+                writeln!(
+                    o,
+                    "imported {} advisories under {} package keys as version {}",
+                    res.get("advisories").unwrap_or(&Value::Null),
+                    res.get("keys").unwrap_or(&Value::Null),
+                    str_of(&res, "version")
+                )
+            })
         }
     }
 }

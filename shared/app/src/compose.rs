@@ -13,7 +13,8 @@ use registry_core::auth::{AuthService, AuthSettings, KeySet, ThrottleConfig, Tok
 use registry_core::events::{EventRelay, EventsConfig};
 use registry_core::outbound::OutboundGuard;
 use registry_core::ports::{
-    BlobStore, Clock, IdentityStore, JobQueue, MetadataStore, SystemClock, WebhookStore,
+    BlobStore, Clock, IdentityStore, JobQueue, MetadataStore, ScanStore, SystemClock,
+    VulnerabilityStore, WebhookStore,
 };
 use registry_core::webhooks::Webhooks;
 use registry_core::worker::{RetryPolicy, Worker};
@@ -21,6 +22,7 @@ use registry_core::{Registry, RegistryConfig, RegistryError, Result};
 use registry_embedded::{EmbeddedJobQueue, EmbeddedMetadataStore, FileBlobStore, open_database};
 use registry_http::AppState;
 use registry_outbound::{GuardedHttpClient, OutboundConfig};
+use registry_scan::Scanner;
 
 use crate::config::{AwsConfig, Backend, ServerConfig};
 
@@ -62,6 +64,21 @@ pub struct Stores {
     pub webhooks: Arc<dyn WebhookStore>,
     /// The webhook queue; `None` (AWS without `REGISTRY_WEBHOOK_QUEUE_URL`): no events.
     pub webhook_queue: Option<Arc<dyn JobQueue>>,
+    pub scans: Arc<dyn ScanStore>,
+    pub vulns: Arc<dyn VulnerabilityStore>,
+    /// The scan queue; `None` (AWS without `REGISTRY_SCAN_QUEUE_URL`): no scanning.
+    pub scan_queue: Option<Arc<dyn JobQueue>>,
+}
+
+/// The SQS queue at `url` with its dead-letter queue (`dlq`, or `<url>-dlq`).
+fn sqs_queue(clients: &AwsClients, url: &str, dlq: Option<&String>) -> Arc<dyn JobQueue> {
+    Arc::new(SqsJobQueue::new(
+        clients.sqs.clone(),
+        SqsQueueSettings {
+            queue_url: url.to_owned(),
+            dead_letter_queue_url: dlq.cloned().unwrap_or_else(|| format!("{url}-dlq")),
+        },
+    ))
 }
 
 /// The storage adapters of the configured backend.
@@ -71,17 +88,26 @@ pub async fn stores(config: &ServerConfig) -> Result<Stores> {
             let db = open_database(&config.data_dir.join("metadata.redb"))?;
             let meta = Arc::new(EmbeddedMetadataStore::new(db.clone())?);
             let queue = EmbeddedJobQueue::named(
-                db,
+                db.clone(),
                 "webhook",
                 Arc::new(SystemClock),
                 config.events.webhook_max_receives,
+            )?;
+            let scan_queue = EmbeddedJobQueue::named(
+                db,
+                "scan",
+                Arc::new(SystemClock),
+                config.events.scan_max_receives,
             )?;
             Ok(Stores {
                 blobs: Arc::new(FileBlobStore::new(&config.data_dir)?),
                 meta: meta.clone(),
                 identities: meta.clone(),
-                webhooks: meta,
+                webhooks: meta.clone(),
                 webhook_queue: Some(Arc::new(queue)),
+                scans: meta.clone(),
+                vulns: meta,
+                scan_queue: Some(Arc::new(scan_queue)),
             })
         }
         Backend::Aws => {
@@ -104,25 +130,21 @@ pub async fn stores(config: &ServerConfig) -> Result<Stores> {
                     ..DynamoSettings::new(&aws.table, &aws.bucket)
                 },
             ));
-            let webhook_queue = aws.webhook_queue_url.as_ref().map(|url| {
-                let queue = SqsJobQueue::new(
-                    clients.sqs.clone(),
-                    SqsQueueSettings {
-                        queue_url: url.clone(),
-                        dead_letter_queue_url: aws
-                            .webhook_dlq_url
-                            .clone()
-                            .unwrap_or_else(|| format!("{url}-dlq")),
-                    },
-                );
-                Arc::new(queue) as Arc<dyn JobQueue>
-            });
             Ok(Stores {
                 blobs: Arc::new(blobs),
                 meta: meta.clone(),
                 identities: meta.clone(),
-                webhooks: meta,
-                webhook_queue,
+                webhooks: meta.clone(),
+                webhook_queue: aws
+                    .webhook_queue_url
+                    .as_ref()
+                    .map(|url| sqs_queue(&clients, url, aws.webhook_dlq_url.as_ref())),
+                scans: meta.clone(),
+                vulns: meta,
+                scan_queue: aws
+                    .scan_queue_url
+                    .as_ref()
+                    .map(|url| sqs_queue(&clients, url, aws.scan_dlq_url.as_ref())),
             })
         }
     }
@@ -245,7 +267,7 @@ pub fn events_runtime(
         return Ok(None);
     };
     let e = &config.events;
-    let relay = Arc::new(EventRelay::new(
+    let mut relay = EventRelay::new(
         stores.meta.clone(),
         queue.clone(),
         clock.clone(),
@@ -258,7 +280,15 @@ pub fn events_runtime(
                 .map(str::parse)
                 .transpose()?,
         },
-    ));
+    );
+    if let Some(scan_queue) = &stores.scan_queue {
+        relay = relay.with_route(
+            scan_queue.clone(),
+            &registry_scan::SCANNED_EVENTS,
+            registry_scan::scan_job_of,
+        );
+    }
+    let relay = Arc::new(relay);
     let outbound = GuardedHttpClient::new(OutboundConfig {
         guard: OutboundGuard::new(OutboundGuard::parse_allowed(&e.outbound_allow)?),
         timeout: Duration::from_secs(e.webhook_timeout_secs.max(1)),
@@ -289,14 +319,82 @@ pub fn events_runtime(
     }))
 }
 
-/// The event machinery alone, for a worker function; the webhook queue must be configured.
-pub async fn build_events(config: &ServerConfig) -> Result<EventsRuntime> {
+/// What a worker function runs: the event machinery and the scanner, each where its
+/// queue is configured (no HTTP state, no authentication).
+pub struct Workers {
+    pub events: Option<EventsRuntime>,
+    pub scanning: Option<ScanRuntime>,
+}
+
+/// The workers over the configured backend.
+pub async fn build_workers(config: &ServerConfig) -> Result<Workers> {
     let stores = stores(config).await?;
-    events_runtime(config, &stores, Arc::new(SystemClock))?.ok_or_else(|| {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let events = events_runtime(config, &stores, clock.clone())?;
+    let mut registry = Registry::new(
+        stores.blobs.clone(),
+        stores.meta.clone(),
+        clock.clone(),
+        registry_config(config),
+    );
+    if let Some(events) = &events {
+        registry = registry.with_events(events.relay.clone());
+    }
+    let scanning = scan_runtime(config, &stores, Arc::new(registry), clock);
+    Ok(Workers { events, scanning })
+}
+
+/// The event machinery alone, for the webhook function; the webhook queue must be set.
+pub async fn build_events(config: &ServerConfig) -> Result<EventsRuntime> {
+    build_workers(config).await?.events.ok_or_else(|| {
         RegistryError::Storage(
             "REGISTRY_WEBHOOK_QUEUE_URL is required by the webhook worker".into(),
         )
     })
+}
+
+/// The scanner alone, for the scan function; the scan queue must be set.
+pub async fn build_scanning(config: &ServerConfig) -> Result<ScanRuntime> {
+    build_workers(config).await?.scanning.ok_or_else(|| {
+        RegistryError::Storage("REGISTRY_SCAN_QUEUE_URL is required by the scan worker".into())
+    })
+}
+
+/// The scanner and the scan queue's consumer, where a scan queue exists.
+#[derive(Clone)]
+pub struct ScanRuntime {
+    pub scanner: Arc<Scanner>,
+    pub worker: Arc<Worker>,
+}
+
+/// The scanning machinery over `stores` for `registry`, or `None` without a scan queue.
+pub fn scan_runtime(
+    config: &ServerConfig,
+    stores: &Stores,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+) -> Option<ScanRuntime> {
+    let queue = stores.scan_queue.clone()?;
+    let scanner = Arc::new(Scanner::new(
+        registry,
+        stores.meta.clone(),
+        stores.blobs.clone(),
+        stores.scans.clone(),
+        stores.vulns.clone(),
+        queue.clone(),
+        clock,
+    ));
+    let worker = Arc::new(Worker::new(
+        "scan",
+        queue,
+        scanner.clone(),
+        RetryPolicy {
+            base_delay_secs: config.events.scan_retry_base_secs,
+            max_delay_secs: 3600,
+            max_receives: config.events.scan_max_receives,
+        },
+    ));
+    Some(ScanRuntime { scanner, worker })
 }
 
 /// Everything a server process runs: the HTTP state and, when events are on, their
@@ -304,6 +402,7 @@ pub async fn build_events(config: &ServerConfig) -> Result<EventsRuntime> {
 pub struct Composed {
     pub state: AppState,
     pub events: Option<EventsRuntime>,
+    pub scanning: Option<ScanRuntime>,
 }
 
 /// The application state: the registry and, when on, the authentication.
@@ -326,6 +425,7 @@ pub async fn build(config: &ServerConfig, open_on_loopback: bool) -> Result<Comp
         registry = registry.with_events(events.relay.clone());
     }
     let registry = Arc::new(registry);
+    let scanning = scan_runtime(config, &stores, registry.clone(), clock.clone());
     let auth = if auth_enabled(config, open_on_loopback)? {
         let public = public_url(config);
         let issuer = TokenIssuer::new(signing_keys(config)?, TOKEN_SERVICE, TOKEN_SERVICE);
@@ -356,7 +456,15 @@ pub async fn build(config: &ServerConfig, open_on_loopback: bool) -> Result<Comp
             auth,
             identities: Some(stores.identities),
             webhooks: events.as_ref().map(|e| e.webhooks.clone()),
+            scanning: Some(registry_http::ScanningState {
+                reports: stores.scans.clone(),
+                vulns: stores.vulns.clone(),
+                importer: scanning
+                    .as_ref()
+                    .map(|s| s.scanner.clone() as Arc<dyn registry_core::scan::DatabaseImporter>),
+            }),
         },
         events,
+        scanning,
     })
 }

@@ -154,6 +154,15 @@ pub struct EventsSettings {
     #[arg(long, env = "REGISTRY_OUTBOX_GRACE_SECS", default_value_t = 10)]
     pub outbox_grace_secs: u64,
 
+    /// Tries of a scan job before it goes to the dead-letter queue; on AWS it must equal
+    /// the scan queue's redrive `maxReceiveCount`.
+    #[arg(long, env = "REGISTRY_SCAN_MAX_RECEIVES", default_value_t = 5)]
+    pub scan_max_receives: u32,
+
+    /// Seconds before the first retry of a failed scan (then doubling).
+    #[arg(long, env = "REGISTRY_SCAN_RETRY_BASE_SECS", default_value_t = 30)]
+    pub scan_retry_base_secs: u64,
+
     /// Fault injection for crash tests: abort right after committing a change that
     /// records an event of this type (e.g. `manifest.pushed`), before publishing it.
     #[arg(long, env = "REGISTRY_FAULT_ABORT_BEFORE_PUBLISH", hide = true)]
@@ -206,6 +215,14 @@ pub struct AwsConfig {
     /// The webhook queue's dead-letter queue.
     #[arg(long, env = "REGISTRY_WEBHOOK_DLQ_URL")]
     pub webhook_dlq_url: Option<String>,
+
+    /// The scan queue (scan on push, rescans); unset: no scanning.
+    #[arg(long, env = "REGISTRY_SCAN_QUEUE_URL")]
+    pub scan_queue_url: Option<String>,
+
+    /// The scan queue's dead-letter queue.
+    #[arg(long, env = "REGISTRY_SCAN_DLQ_URL")]
+    pub scan_dlq_url: Option<String>,
 }
 
 impl ServerConfig {

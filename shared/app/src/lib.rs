@@ -6,6 +6,7 @@ pub mod compose;
 pub mod config;
 pub mod local;
 pub mod logging;
+pub mod vulndb;
 
 pub use config::{Backend, LogFormat, ServerConfig};
 

@@ -1,6 +1,6 @@
 //! The long-lived server process (the local all-in-one registry, or the upload endpoint):
-//! the HTTP app, upload expiry sweeps, the webhook worker and the outbox sweep (unless
-//! `--workers false`), and a clean shutdown on SIGINT or SIGTERM.
+//! the HTTP app, upload expiry sweeps, the webhook and scan workers and the outbox sweep
+//! (unless `--workers false`), and a clean shutdown on SIGINT or SIGTERM.
 
 use std::time::Duration;
 
@@ -29,7 +29,14 @@ pub async fn run(config: ServerConfig) -> Result<(), crate::BoxError> {
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
     let mut background = Vec::new();
     if let Some(events) = composed.events.filter(|_| config.events.workers) {
-        background = spawn_workers(events, &config, workers_stopped);
+        background = spawn_workers(events, &config, workers_stopped.clone());
+    }
+    if let Some(scanning) = composed.scanning.filter(|_| config.events.workers) {
+        let worker = scanning.worker.clone();
+        let stop = workers_stopped;
+        background.push(tokio::spawn(async move {
+            worker.run(PollConfig::default(), stop).await
+        }));
     }
     let sweeper = state.registry.clone();
     let interval = Duration::from_secs(config.sweep_interval_secs.max(1));

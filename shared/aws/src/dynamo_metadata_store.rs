@@ -20,8 +20,11 @@
 //! | upload session | `UPLOAD#<id>` | `UPLOAD` | `v`: the [`UploadSession`], `offset` (N), `expires_at_ms` (N), `expires_at` (N, TTL) |
 //! | outbox event | `OUTBOX` | `EVENT#<event id>` | `v`: the [`Event`] |
 //!
-//! Identities and webhooks live in the same table: see the `IdentityStore` and
-//! `WebhookStore` implementations (`dynamo_identity_store.rs`, `dynamo_webhook_store.rs`).
+//! Identities, webhooks, scan reports and the vulnerability database live in the same
+//! table: see the `IdentityStore`, `WebhookStore`, `ScanStore` and `VulnerabilityStore`
+//! implementations (`dynamo_identity_store.rs`, `dynamo_webhook_store.rs`,
+//! `dynamo_scan_store.rs`; the last also keeps large reports and advisories in S3, under
+//! [`DynamoSettings::scan_prefix`]).
 //!
 //! The **record attributes** of a manifest are `v`, the JSON of the [`ManifestRecord`]
 //! without its content (digest, mediaType, subject, artifactType, annotations), and
@@ -148,8 +151,8 @@ use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, PutRequest, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, WriteRequest,
+    AttributeValue, Delete, DeleteRequest, Put, PutRequest, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -183,13 +186,13 @@ const TRANSACTION_LIMIT: usize = 4_000_000;
 /// Keys and attribute names of an item, a generous estimate.
 const ITEM_OVERHEAD: usize = 1024;
 /// The largest record an item can hold (the limit is 400 KB, keys and names included).
-const MAX_INLINE_RECORD: usize = 400_000 - ITEM_OVERHEAD;
+pub(crate) const MAX_INLINE_RECORD: usize = 400_000 - ITEM_OVERHEAD;
 
 pub(crate) const PK: &str = "pk";
 pub(crate) const SK: &str = "sk";
 pub(crate) const V: &str = "v";
 const CONTENT: &str = "content";
-const S3_KEY: &str = "s3_key";
+pub(crate) const S3_KEY: &str = "s3_key";
 const DIGEST: &str = "digest";
 const REV: &str = "rev";
 const SIZE: &str = "size";
@@ -204,9 +207,11 @@ pub struct DynamoSettings {
     pub table: String,
     /// The bucket of manifests too large for an item.
     pub manifest_bucket: String,
-    /// Key prefix of those manifests in the bucket, e.g. `manifests/`.
+    /// Key prefix of those manifests in the bucket, e.g. `manifests/`. Scan reports and
+    /// advisories too large for an item go beside it, see [`DynamoSettings::scan_prefix`].
     pub manifest_prefix: String,
-    /// The largest record (content plus metadata, in bytes) kept inline in an item.
+    /// The largest record (content plus metadata, in bytes) kept inline in an item; also
+    /// the largest scan report or advisory JSON kept inline (capped at what an item holds).
     pub inline_manifest_limit: usize,
 }
 
@@ -220,14 +225,25 @@ impl DynamoSettings {
             inline_manifest_limit: DEFAULT_INLINE_MANIFEST_LIMIT,
         }
     }
+
+    /// The key prefix, in the manifest bucket, of scan reports and advisories too large
+    /// for an item: `manifest_prefix` without its trailing `manifests/` (`<prefix>manifests/`
+    /// gives `<prefix>`), or `manifest_prefix` itself when it does not end so. Under it,
+    /// `scan-reports/…` and `vulndb/…` (see `dynamo_scan_store.rs`), beside `manifests/`,
+    /// `blobs/` and `uploads/`.
+    pub fn scan_prefix(&self) -> &str {
+        self.manifest_prefix
+            .strip_suffix("manifests/")
+            .unwrap_or(&self.manifest_prefix)
+    }
 }
 
 /// Metadata in DynamoDB (and large manifests in S3); cheap to clone.
 #[derive(Clone, Debug)]
 pub struct DynamoMetadataStore {
     pub(crate) ddb: aws_sdk_dynamodb::Client,
-    s3: aws_sdk_s3::Client,
-    settings: Arc<DynamoSettings>,
+    pub(crate) s3: aws_sdk_s3::Client,
+    pub(crate) settings: Arc<DynamoSettings>,
 }
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -331,7 +347,7 @@ pub(crate) fn storage<E: std::error::Error + ProvideErrorMetadata>(
     }
 }
 
-fn plain_error(op: &str, err: impl std::error::Error) -> RegistryError {
+pub(crate) fn plain_error(op: &str, err: impl std::error::Error) -> RegistryError {
     RegistryError::Storage(format!("{op}: {}", DisplayErrorContext(&err)))
 }
 
@@ -358,7 +374,7 @@ fn names<const N: usize>(pairs: [(&str, &str); N]) -> HashMap<String, String> {
         .collect()
 }
 
-fn get_s<'i>(item: &'i Item, name: &str) -> Option<&'i str> {
+pub(crate) fn get_s<'i>(item: &'i Item, name: &str) -> Option<&'i str> {
     match item.get(name) {
         Some(AttributeValue::S(v)) => Some(v),
         _ => None,
@@ -587,11 +603,31 @@ impl DynamoMetadataStore {
 
     /// One BatchWriteItem putting `items` (at most 25), resending unprocessed items with
     /// backoff until all are written.
-    async fn batch_put(&self, op: &str, items: Vec<Item>) -> Result<()> {
-        let mut pending = Vec::with_capacity(items.len());
+    pub(crate) async fn batch_put(&self, op: &str, items: Vec<Item>) -> Result<()> {
+        let mut requests = Vec::with_capacity(items.len());
         for item in items {
             let put = build(op, PutRequest::builder().set_item(Some(item)).build())?;
-            pending.push(WriteRequest::builder().put_request(put).build());
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        self.batch_write(op, requests).await
+    }
+
+    /// One BatchWriteItem deleting the items at `keys` (at most 25), resending unprocessed
+    /// items with backoff until all are deleted.
+    pub(crate) async fn batch_delete(&self, op: &str, keys: Vec<Item>) -> Result<()> {
+        let mut requests = Vec::with_capacity(keys.len());
+        for k in keys {
+            let delete = build(op, DeleteRequest::builder().set_key(Some(k)).build())?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        self.batch_write(op, requests).await
+    }
+
+    /// One BatchWriteItem of `requests` (at most 25, no key twice), resending unprocessed
+    /// items with backoff until all are done.
+    async fn batch_write(&self, op: &str, mut pending: Vec<WriteRequest>) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
         }
         for attempt in 0..MAX_ATTEMPTS {
             let resp = retry_conflicts(|| {
@@ -766,9 +802,9 @@ impl DynamoMetadataStore {
             .collect()
     }
 
-    /// Items of partition `pk` whose sort key starts with `prefix`, walked as `walk` says,
-    /// at most `want`, projected to `sk` and `attributes`; one Query per page, `Limit` =
-    /// what is still wanted.
+    /// Items of partition `pk` whose sort key starts with `prefix` (any sort key when
+    /// `prefix` is empty), walked as `walk` says, at most `want`, projected to `sk` and
+    /// `attributes`; one Query per page, `Limit` = what is still wanted.
     pub(crate) async fn query_items(
         &self,
         op: &str,
@@ -786,6 +822,12 @@ impl DynamoMetadataStore {
         for i in 0..attributes.len() {
             projection.push_str(&format!(", #a{i}"));
         }
+        // DynamoDB refuses an empty string as a key condition's operand.
+        let condition = if prefix.is_empty() {
+            "#pk = :pk"
+        } else {
+            "#pk = :pk AND begins_with(#sk, :prefix)"
+        };
         let mut out = Vec::new();
         let mut start: Option<Item> = start_sk.map(|sk| key(pk, sk));
         while out.len() < want {
@@ -796,14 +838,16 @@ impl DynamoMetadataStore {
                 .table_name(self.table())
                 .consistent_read(true)
                 .scan_index_forward(forward)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .key_condition_expression(condition)
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_names("#sk", SK)
                 .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":prefix", s(prefix))
                 .projection_expression(&projection)
                 .limit(page_limit)
                 .set_exclusive_start_key(start.take());
+            if !prefix.is_empty() {
+                req = req.expression_attribute_values(":prefix", s(prefix));
+            }
             for (i, name) in attributes.iter().enumerate() {
                 req = req.expression_attribute_names(format!("#a{i}"), *name);
             }

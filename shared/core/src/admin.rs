@@ -352,6 +352,11 @@ impl Admin {
         RegistryError::Denied(format!("{what} is not allowed"))
     }
 
+    /// `Ok` for a system admin (or the system itself).
+    pub fn require_system_admin_of(&self, actor: &Actor, what: &str) -> Result<()> {
+        Self::require_system_admin(actor, what)
+    }
+
     fn require_system_admin(actor: &Actor, what: &str) -> Result<()> {
         Self::authenticated(actor)?;
         if actor.is_system_admin() {

@@ -201,6 +201,81 @@ pub struct ScanReport {
     pub error: Option<String>,
 }
 
+impl ScanReport {
+    /// The report in the Harbor pluggable-scanner format
+    /// (`application/vnd.security.vulnerability.report; version=1.1`), so tools built for
+    /// Harbor can read it.
+    pub fn to_harbor(&self, artifact_media_type: &str) -> serde_json::Value {
+        fn harbor_severity(s: Severity) -> &'static str {
+            match s {
+                Severity::Unknown => "Unknown",
+                Severity::Low => "Low",
+                Severity::Medium => "Medium",
+                Severity::High => "High",
+                Severity::Critical => "Critical",
+            }
+        }
+        let worst = self
+            .findings
+            .iter()
+            .map(|f| f.severity)
+            .max()
+            .unwrap_or(Severity::Unknown);
+        let (name, version) = self
+            .scanner
+            .split_once(' ')
+            .unwrap_or((self.scanner.as_str(), ""));
+        let vulnerabilities: Vec<serde_json::Value> = self
+            .findings
+            .iter()
+            .map(|f| {
+                let cve = f
+                    .aliases
+                    .iter()
+                    .find(|a| a.starts_with("CVE-"))
+                    .cloned()
+                    .unwrap_or_else(|| f.id.clone());
+                serde_json::json!({
+                    "id": cve,
+                    "package": f.package,
+                    "version": f.installed_version,
+                    "fix_version": f.fixed_version.clone().unwrap_or_default(),
+                    "severity": harbor_severity(f.severity),
+                    "description": f.summary.clone().unwrap_or_default(),
+                    "links": [format!("https://osv.dev/vulnerability/{}", f.id)],
+                    "layer": f.layer.as_ref().map(|d| serde_json::json!({"digest": d})),
+                    "preferred_cvss": f.score.map(|s| serde_json::json!({"score_v3": s})),
+                    "vendor_attributes": {"osv_id": f.id, "ecosystem": f.ecosystem},
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "generated_at": crate::timefmt::rfc3339(self.scanned_ms),
+            "artifact": {
+                "repository": self.repository,
+                "digest": self.digest,
+                "mime_type": artifact_media_type,
+            },
+            "scanner": {"name": name, "vendor": "registry", "version": version},
+            "severity": harbor_severity(worst),
+            "vulnerabilities": vulnerabilities,
+        })
+    }
+}
+
+/// Imports a vulnerability database sent to the API (implemented by the scanning crate,
+/// so the HTTP layer needs no scanner): a zip of OSV JSON files.
+#[async_trait::async_trait]
+pub trait DatabaseImporter: Send + Sync + 'static {
+    /// Imports `zip` (named `source`), makes it current, and queues the rescans.
+    /// `Unsupported` for data that is not a zip of OSV advisories.
+    async fn import_zip(
+        &self,
+        zip: bytes::Bytes,
+        source: &str,
+    ) -> crate::Result<crate::ports::VulnDbInfo>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,19 @@ pub struct AppState {
     /// Webhook policies and delivery logs (`/api/v1/projects/{p}/webhooks`); `None`: the
     /// routes answer that webhooks are not configured.
     pub webhooks: Option<Arc<registry_core::webhooks::Webhooks>>,
+    /// Scan reports and the vulnerability database (`/api/v1/scan-reports`,
+    /// `/api/v1/vulndb`); `None`: those routes answer that scanning is not configured.
+    pub scanning: Option<ScanningState>,
+}
+
+/// What the scanning routes use.
+#[derive(Clone)]
+pub struct ScanningState {
+    pub reports: Arc<dyn registry_core::ports::ScanStore>,
+    pub vulns: Arc<dyn registry_core::ports::VulnerabilityStore>,
+    /// Imports uploads; `None` where this process cannot (the Lambda API function: import
+    /// with `registry vulndb import --direct`).
+    pub importer: Option<Arc<dyn registry_core::scan::DatabaseImporter>>,
 }
 
 /// The header every `/v2` response carries.

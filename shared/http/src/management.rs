@@ -31,6 +31,9 @@ use crate::errors::ApiError;
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
+/// The largest vulnerability database upload (a zip of OSV files).
+pub const MAX_VULNDB_UPLOAD: usize = 2 * 1024 * 1024 * 1024;
+
 /// The challenge of a `401` from the management API.
 pub const BASIC_CHALLENGE: &str = "Basic realm=\"registry\"";
 
@@ -119,6 +122,14 @@ fn route_table() -> Vec<RouteEntry> {
             &["post"],
             post(redeliver),
         ),
+        (
+            "/api/v1/vulndb",
+            &["get", "post"],
+            get(vulndb_status)
+                .post(vulndb_import)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_VULNDB_UPLOAD)),
+        ),
+        ("/api/v1/scan-reports", &["get"], get(scan_report)),
         ("/api/v1/audit", &["get"], get(list_audit)),
     ]
 }
@@ -596,6 +607,101 @@ async fn redeliver(
             .redeliver(&admin, &actor, &project, &id, &event)
             .await?,
     )
+}
+
+// ---- scanning ----
+
+fn scanning(state: &AppState) -> Result<&crate::ScanningState, MgmtError> {
+    state.scanning.as_ref().ok_or_else(|| {
+        RegistryError::Unsupported("scanning is not configured on this server".into()).into()
+    })
+}
+
+async fn vulndb_status(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let (admin, actor) = caller(&state, &headers).await?;
+    admin.me(&actor).await?;
+    let current = scanning(&state)?.vulns.current_db().await?;
+    ok(StatusCode::OK, json!({ "current": current }))
+}
+
+async fn vulndb_import(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    raw: Bytes,
+) -> ApiResult {
+    let (admin, actor) = caller(&state, &headers).await?;
+    admin.require_system_admin_of(&actor, "importing a vulnerability database")?;
+    let importer = scanning(&state)?.importer.clone().ok_or_else(|| {
+        RegistryError::Unsupported(
+            "this server cannot import uploads: use `registry vulndb import --direct`".into(),
+        )
+    })?;
+    let source = query
+        .get("source")
+        .cloned()
+        .unwrap_or_else(|| "api upload".into());
+    let info = importer.import_zip(raw, &source).await?;
+    admin
+        .audit(&actor, "vulndb.import", &info.version, &source)
+        .await?;
+    ok(StatusCode::CREATED, info)
+}
+
+/// `GET /api/v1/scan-reports?repository=&digest=[&format=harbor]`: callers who may pull
+/// the repository.
+async fn scan_report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let repo: registry_core::RepoName = query
+        .get("repository")
+        .ok_or_else(|| RegistryError::Unsupported("repository is required".into()))?
+        .parse()?;
+    let digest: registry_core::Digest = query
+        .get("digest")
+        .ok_or_else(|| RegistryError::Unsupported("digest is required".into()))?
+        .parse()?;
+    if let Some(auth) = &state.auth {
+        let (_, actor) = caller(&state, &headers).await?;
+        let Actor::Caller(c) = &actor else {
+            return Err(RegistryError::Denied("scan reports".into()).into());
+        };
+        if auth.pullable(c, vec![repo.to_string()]).await?.is_empty() {
+            return Err(RegistryError::Denied(format!("pulling {repo} is not allowed")).into());
+        }
+    }
+    let report = scanning(&state)?
+        .reports
+        .get_report(&repo, &digest)
+        .await?
+        .ok_or_else(|| {
+            RegistryError::ManifestUnknown(format!("no scan report for {repo}@{digest}"))
+        })?;
+    match query.get("format").map(String::as_str) {
+        None | Some("registry") => ok(StatusCode::OK, report),
+        Some("harbor") => {
+            let media_type = state
+                .registry
+                .get_manifest(&repo, &registry_core::Reference::Digest(digest), &[])
+                .await
+                .map(|m| m.media_type)
+                .unwrap_or_default();
+            let mut res = Json(report.to_harbor(&media_type)).into_response();
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/vnd.security.vulnerability.report; version=1.1",
+                ),
+            );
+            Ok(res)
+        }
+        Some(other) => Err(RegistryError::Unsupported(format!(
+            "format must be registry or harbor, not {other:?}"
+        ))
+        .into()),
+    }
 }
 
 #[cfg(test)]

@@ -143,3 +143,17 @@ impl Scanner {
         }
     }
 }
+
+#[async_trait::async_trait]
+impl registry_core::scan::DatabaseImporter for Scanner {
+    async fn import_zip(&self, zip: bytes::Bytes, source: &str) -> Result<VulnDbInfo> {
+        let groups = tokio::task::spawn_blocking(move || {
+            let advisories = registry_scanner::osv::read_zip(std::io::Cursor::new(zip))
+                .map_err(|e| RegistryError::Unsupported(format!("not a zip of OSV files: {e}")))?;
+            group(advisories, |_| {})
+        })
+        .await
+        .map_err(RegistryError::storage)??;
+        self.import_database(source, groups, |_, _| {}).await
+    }
+}

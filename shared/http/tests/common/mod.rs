@@ -135,6 +135,7 @@ impl TestRegistry {
             auth: auth.clone(),
             identities: Some(meta),
             webhooks: None,
+            scanning: None,
         });
         TestRegistry {
             app,

@@ -1,0 +1,20 @@
+//! The scan Lambda function: SQS batches of the scan queue (`scan.image`, `scan.rescan`)
+//! through the worker harness, reporting partial batch failures.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, service_fn};
+use registry_app::{LogFormat, ServerConfig};
+use registry_aws::sqs_batch::handle_batch;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let config = ServerConfig::from_env();
+    registry_app::logging::init_logging(&config.log, LogFormat::Json)?;
+    let scanning = registry_app::compose::build_scanning(&config).await?;
+    let worker = &scanning.worker;
+    lambda_runtime::run(service_fn(move |batch: LambdaEvent<SqsEvent>| async move {
+        let response = handle_batch(batch.payload, |job| worker.process(job)).await;
+        Ok::<_, lambda_runtime::Error>(serde_json::to_value(response)?)
+    }))
+    .await
+}
