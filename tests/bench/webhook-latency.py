@@ -79,7 +79,7 @@ def main() -> None:
         tmp = Path(d)
         (tmp / "data").mkdir()
         reg = RegistryProcess(bin_path, tmp / "data", tmp / "embedded.log",
-                              ["--outbound-allow", "127.0.0.0/8"])
+                              ["--outbound-allow", "127.0.0.0/8", "--scan-on-push", "false"])
         reg.start()
         try:
             run("embedded", reg, tmp)
@@ -87,7 +87,8 @@ def main() -> None:
             reg.stop()
         if os.environ.get("AWS_ENDPOINT_URL"):
             queues = FreshQueues(max_receive_count=3)
-            env = dict(aws_env(), REGISTRY_OUTBOUND_ALLOW="127.0.0.0/8", REGISTRY_LOG="warn", **queues.env())
+            env = dict(aws_env(), REGISTRY_OUTBOUND_ALLOW="127.0.0.0/8", REGISTRY_LOG="warn",
+                       REGISTRY_SCAN_ON_PUSH="false", **queues.env())
             aws = AwsRegistry(bin_path, tmp / "aws.log", env)
             aws.start()
             try:

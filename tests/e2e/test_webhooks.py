@@ -17,8 +17,10 @@ from hooks import FreshQueues, Receiver, check_signature, create_webhook
 from ocilayout import Layout, sample_layers
 
 SECRET = "e2e-webhook-secret"
-HOOK_ARGS = ["--outbound-allow", "127.0.0.0/8", "--webhook-retry-base-secs", "1"]
-HOOK_ENV = {"REGISTRY_OUTBOUND_ALLOW": "127.0.0.0/8", "REGISTRY_WEBHOOK_RETRY_BASE_SECS": "1"}
+# Scan on push off: the scanner's SBOM pushes would be events too (tests count events).
+HOOK_ARGS = ["--outbound-allow", "127.0.0.0/8", "--webhook-retry-base-secs", "1", "--scan-on-push", "false"]
+HOOK_ENV = {"REGISTRY_OUTBOUND_ALLOW": "127.0.0.0/8", "REGISTRY_WEBHOOK_RETRY_BASE_SECS": "1",
+            "REGISTRY_SCAN_ON_PUSH": "false"}
 
 
 @pytest.fixture

@@ -281,7 +281,7 @@ pub fn events_runtime(
                 .transpose()?,
         },
     );
-    if let Some(scan_queue) = &stores.scan_queue {
+    if let Some(scan_queue) = stores.scan_queue.as_ref().filter(|_| e.scan_on_push) {
         relay = relay.with_route(
             scan_queue.clone(),
             &registry_scan::SCANNED_EVENTS,
@@ -424,7 +424,21 @@ pub async fn build(config: &ServerConfig, open_on_loopback: bool) -> Result<Comp
     if let Some(events) = &events {
         registry = registry.with_events(events.relay.clone());
     }
-    let registry = Arc::new(registry);
+    let allowlist = config
+        .events
+        .cve_allowlist
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let registry = Arc::new(
+        registry.with_pull_gate(Arc::new(registry_core::scan::PullGate::new(
+            stores.identities.clone(),
+            stores.scans.clone(),
+            allowlist,
+        ))),
+    );
     let scanning = scan_runtime(config, &stores, registry.clone(), clock.clone());
     let auth = if auth_enabled(config, open_on_loopback)? {
         let public = public_url(config);

@@ -154,6 +154,15 @@ pub struct EventsSettings {
     #[arg(long, env = "REGISTRY_OUTBOX_GRACE_SECS", default_value_t = 10)]
     pub outbox_grace_secs: u64,
 
+    /// Scan every pushed image (the scan queue's worker also rescans after imports).
+    #[arg(long, env = "REGISTRY_SCAN_ON_PUSH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub scan_on_push: bool,
+
+    /// Advisory ids or aliases (comma-separated, e.g. `CVE-2023-47038`) that never block
+    /// a pull, in any project.
+    #[arg(long, env = "REGISTRY_CVE_ALLOWLIST", default_value = "")]
+    pub cve_allowlist: String,
+
     /// Tries of a scan job before it goes to the dead-letter queue; on AWS it must equal
     /// the scan queue's redrive `maxReceiveCount`.
     #[arg(long, env = "REGISTRY_SCAN_MAX_RECEIVES", default_value_t = 5)]

@@ -361,6 +361,7 @@ async fn seed_identities(env: &Env) {
                 name: env.name(p),
                 public,
                 created_at_ms: now,
+                vulnerability_policy: Default::default(),
             })
             .await
             .expect("project");

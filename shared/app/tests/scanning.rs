@@ -349,4 +349,118 @@ async fn pushed_images_are_scanned_and_rescanned_after_an_upload() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A policy that blocks HIGH: the pull is refused with the policy and the counts,
+    // a HEAD still answers; allowlisting the CVE lets the pull through.
+    let json_body = |v: Value| serde_json::to_vec(&v).unwrap();
+    let (status, _, body) = env
+        .admin(
+            Method::POST,
+            "/api/v1/projects",
+            "application/json",
+            json_body(json!({"name": "team"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body:?}");
+    let (status, _, body) = env
+        .admin(
+            Method::PATCH,
+            "/api/v1/projects/team",
+            "application/json",
+            json_body(json!({"vulnerabilityPolicy": {"blockSeverity": "HIGH"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let (status, _, body) = env
+        .admin(Method::GET, &format!("/v2/{repo}/manifests/v1"), "", vec![])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["errors"][0]["code"], "DENIED");
+    let message = error["errors"][0]["message"].as_str().unwrap();
+    for part in [
+        "project team's vulnerability policy",
+        "blockSeverity HIGH",
+        "1 findings at HIGH",
+        "1 HIGH",
+        "DEBIAN-CVE-2023-47038",
+    ] {
+        assert!(message.contains(part), "{part:?} in {message}");
+    }
+    let (status, _, _) = env
+        .admin(
+            Method::HEAD,
+            &format!("/v2/{repo}/manifests/v1"),
+            "",
+            vec![],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = env
+        .admin(
+            Method::PATCH,
+            "/api/v1/projects/team",
+            "application/json",
+            json_body(json!({"vulnerabilityPolicy": {"blockSeverity": "HIGH", "allowlist": ["CVE-2023-47038"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = env
+        .admin(Method::GET, &format!("/v2/{repo}/manifests/v1"), "", vec![])
+        .await;
+    assert_eq!(status, StatusCode::OK, "allowlisted by its CVE alias");
+
+    // blockUnscanned: an image whose scan failed is refused.
+    let (status, _, _) = env
+        .admin(
+            Method::PATCH,
+            "/api/v1/projects/team",
+            "application/json",
+            json_body(json!({"vulnerabilityPolicy": {"blockUnscanned": true}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let bad_layer = env.push_blob(repo, &b"not a tar".repeat(100)).await;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 37},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": bad_layer, "size": 900}],
+    }))
+    .unwrap();
+    let (status, headers, _) = env
+        .admin(
+            Method::PUT,
+            &format!("/v2/{repo}/manifests/bad"),
+            OCI_MANIFEST,
+            manifest,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let bad = headers["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    env.wait_report(repo, &bad, |r| r["status"] == "failed")
+        .await;
+    let (status, _, body) = env
+        .admin(
+            Method::GET,
+            &format!("/v2/{repo}/manifests/bad"),
+            "",
+            vec![],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        String::from_utf8_lossy(&body).contains("its scan failed"),
+        "{body:?}"
+    );
+    let (status, _, _) = env
+        .admin(Method::GET, &format!("/v2/{repo}/manifests/v1"), "", vec![])
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the scanned image passes blockUnscanned"
+    );
 }

@@ -55,6 +55,7 @@ fn project(name: &str) -> Project {
         name: name.to_owned(),
         public: false,
         created_at_ms: 3_000,
+        vulnerability_policy: Default::default(),
     }
 }
 

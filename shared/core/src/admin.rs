@@ -165,6 +165,8 @@ pub struct NewProject {
     pub name: String,
     #[serde(default)]
     pub public: bool,
+    #[serde(default)]
+    pub vulnerability_policy: Option<crate::scan::VulnerabilityPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +174,9 @@ pub struct NewProject {
 pub struct ProjectPatch {
     #[serde(default)]
     pub public: Option<bool>,
+    /// Replaces the whole policy.
+    #[serde(default)]
+    pub vulnerability_policy: Option<crate::scan::VulnerabilityPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +185,7 @@ pub struct ProjectView {
     pub name: String,
     pub public: bool,
     pub created_at: u64,
+    pub vulnerability_policy: crate::scan::VulnerabilityPolicy,
 }
 
 impl From<&Project> for ProjectView {
@@ -188,6 +194,7 @@ impl From<&Project> for ProjectView {
             name: p.name.clone(),
             public: p.public,
             created_at: p.created_at_ms,
+            vulnerability_policy: p.vulnerability_policy.clone(),
         }
     }
 }
@@ -699,6 +706,7 @@ impl Admin {
             name: new.name.clone(),
             public: new.public,
             created_at_ms: self.clock.now_millis(),
+            vulnerability_policy: new.vulnerability_policy.unwrap_or_default(),
         };
         self.store
             .create_project(&project)
@@ -781,20 +789,25 @@ impl Admin {
     ) -> Result<ProjectView> {
         Self::require_system_admin(actor, "changing projects")?;
         let mut project = self.project(name).await?;
-        let Some(public) = patch.public else {
+        if patch.public.is_none() && patch.vulnerability_policy.is_none() {
             return Ok(ProjectView::from(&project));
-        };
-        project.public = public;
+        }
+        if let Some(public) = patch.public {
+            project.public = public;
+        }
+        if let Some(policy) = patch.vulnerability_policy {
+            project.vulnerability_policy = policy;
+        }
         if !self.store.update_project(&project).await? {
             return Err(unknown(format!("project {name}")));
         }
-        self.audit(
-            actor,
-            "project.update",
-            &format!("project:{name}"),
-            &format!("public={public}"),
-        )
-        .await?;
+        let detail = format!(
+            "public={} vulnerabilityPolicy={}",
+            project.public,
+            serde_json::to_string(&project.vulnerability_policy).unwrap_or_default()
+        );
+        self.audit(actor, "project.update", &format!("project:{name}"), &detail)
+            .await?;
         Ok(ProjectView::from(&project))
     }
 

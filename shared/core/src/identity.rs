@@ -185,6 +185,9 @@ pub struct Project {
     pub name: String,
     pub public: bool,
     pub created_at_ms: u64,
+    /// Which images of the project may be pulled, by their scan reports.
+    #[serde(default)]
+    pub vulnerability_policy: crate::scan::VulnerabilityPolicy,
 }
 
 /// A principal's role in a project.

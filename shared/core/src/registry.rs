@@ -118,6 +118,8 @@ pub struct Registry {
     config: RegistryConfig,
     /// Publishes the events the use-cases record; `None`: no events are recorded.
     events: Option<Arc<EventRelay>>,
+    /// Projects' vulnerability policies on pulls; `None`: every pull passes.
+    pull_gate: Option<Arc<crate::scan::PullGate>>,
     /// Serialises writes to one upload within this process (striped by upload id).
     upload_locks: Vec<tokio::sync::Mutex<()>>,
 }
@@ -137,6 +139,7 @@ impl Registry {
             clock,
             config,
             events: None,
+            pull_gate: None,
             upload_locks: (0..UPLOAD_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -146,6 +149,12 @@ impl Registry {
     /// Records events with each change and publishes them through `relay`.
     pub fn with_events(mut self, relay: Arc<EventRelay>) -> Self {
         self.events = Some(relay);
+        self
+    }
+
+    /// Applies projects' vulnerability policies to manifest GETs.
+    pub fn with_pull_gate(mut self, gate: Arc<crate::scan::PullGate>) -> Self {
+        self.pull_gate = Some(gate);
         self
     }
 
@@ -600,7 +609,8 @@ impl Registry {
         Ok(record)
     }
 
-    /// GET of a manifest: [`Registry::get_manifest`], and an `image.pulled` event when
+    /// GET of a manifest: [`Registry::get_manifest`], refused (`Denied`) when the
+    /// project's vulnerability policy blocks the image, and an `image.pulled` event when
     /// pull events are on.
     pub async fn pull_manifest(
         &self,
@@ -609,6 +619,9 @@ impl Registry {
         accept: &[String],
     ) -> Result<ManifestRecord> {
         let record = self.get_manifest(repo, reference, accept).await?;
+        if let Some(gate) = &self.pull_gate {
+            gate.check(repo, &record).await?;
+        }
         if let Some(relay) = &self.events
             && relay.config().pull_events
         {

@@ -263,6 +263,99 @@ impl ScanReport {
     }
 }
 
+/// A project's rule for pulls by scan results (`PATCH /api/v1/projects/{p}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VulnerabilityPolicy {
+    /// Refuse pulls of images with a finding at this severity or worse (not
+    /// allowlisted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_severity: Option<Severity>,
+    /// Refuse pulls of images not scanned yet (or whose scan failed).
+    #[serde(default)]
+    pub block_unscanned: bool,
+    /// Advisory ids or aliases (`CVE-2023-47038`) that never block, in this project.
+    #[serde(default)]
+    pub allowlist: std::collections::BTreeSet<String>,
+}
+
+impl VulnerabilityPolicy {
+    /// Whether the policy can block anything.
+    pub fn is_active(&self) -> bool {
+        self.block_severity.is_some() || self.block_unscanned
+    }
+
+    /// `Ok` when the image whose report is `report` may be pulled from `project`;
+    /// otherwise `Denied`, naming the policy, the counts and the findings that block.
+    /// `system_allowlist` holds ids allowed everywhere.
+    pub fn check_pull(
+        &self,
+        project: &str,
+        image: &str,
+        report: Option<&ScanReport>,
+        system_allowlist: &std::collections::BTreeSet<String>,
+    ) -> crate::Result<()> {
+        let scanned = report.filter(|r| r.status == ScanStatus::Completed);
+        let Some(report) = scanned else {
+            if self.block_unscanned {
+                let why = if report.is_some() {
+                    "its scan failed"
+                } else {
+                    "it has not been scanned yet"
+                };
+                return Err(crate::RegistryError::Denied(format!(
+                    "pull of {image} blocked by project {project}'s vulnerability policy (blockUnscanned): {why}"
+                )));
+            }
+            return Ok(());
+        };
+        let Some(threshold) = self.block_severity else {
+            return Ok(());
+        };
+        let allowed = |f: &ReportFinding| {
+            std::iter::once(&f.id)
+                .chain(&f.aliases)
+                .any(|id| self.allowlist.contains(id) || system_allowlist.contains(id))
+        };
+        let blocking: Vec<&ReportFinding> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity >= threshold && !allowed(f))
+            .collect();
+        if blocking.is_empty() {
+            return Ok(());
+        }
+        let mut counts = SeveritySummary::default();
+        for f in &blocking {
+            counts.add(f.severity);
+        }
+        let by_severity: Vec<String> = [
+            (Severity::Critical, counts.critical),
+            (Severity::High, counts.high),
+            (Severity::Medium, counts.medium),
+            (Severity::Low, counts.low),
+            (Severity::Unknown, counts.unknown),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+        let ids: Vec<&str> = blocking.iter().take(5).map(|f| f.id.as_str()).collect();
+        let more = if blocking.len() > ids.len() {
+            ", …"
+        } else {
+            ""
+        };
+        Err(crate::RegistryError::Denied(format!(
+            "pull of {image} blocked by project {project}'s vulnerability policy (blockSeverity {threshold}): \
+             {} findings at {threshold} or above ({}): {}{more}; fix the image or allowlist them",
+            blocking.len(),
+            by_severity.join(", "),
+            ids.join(", ")
+        )))
+    }
+}
+
 /// Imports a vulnerability database sent to the API (implemented by the scanning crate,
 /// so the HTTP layer needs no scanner): a zip of OSV JSON files.
 #[async_trait::async_trait]
@@ -275,6 +368,76 @@ pub trait DatabaseImporter: Send + Sync + 'static {
         source: &str,
     ) -> crate::Result<crate::ports::VulnDbInfo>;
 }
+
+/// Applies projects' vulnerability policies to manifest pulls.
+pub struct PullGate {
+    identities: std::sync::Arc<dyn crate::ports::IdentityStore>,
+    reports: std::sync::Arc<dyn crate::ports::ScanStore>,
+    system_allowlist: std::collections::BTreeSet<String>,
+}
+
+impl PullGate {
+    pub fn new(
+        identities: std::sync::Arc<dyn crate::ports::IdentityStore>,
+        reports: std::sync::Arc<dyn crate::ports::ScanStore>,
+        system_allowlist: std::collections::BTreeSet<String>,
+    ) -> Self {
+        PullGate {
+            identities,
+            reports,
+            system_allowlist,
+        }
+    }
+
+    /// `Ok` when `record` may be pulled from `repo`. Indexes and artifacts always pass
+    /// (a client pulling an index then pulls an image manifest, which is checked).
+    /// Costs one project read, and one report read when the project has a policy.
+    pub async fn check(
+        &self,
+        repo: &crate::RepoName,
+        record: &crate::ports::ManifestRecord,
+    ) -> crate::Result<()> {
+        let Some(project) = self.identities.get_project(repo.project()).await? else {
+            return Ok(());
+        };
+        let policy = &project.vulnerability_policy;
+        if !policy.is_active() || !is_image(&record.content) {
+            return Ok(());
+        }
+        let report = self.reports.get_report(repo, &record.digest).await?;
+        policy.check_pull(
+            &project.name,
+            &format!("{repo}@{}", record.digest),
+            report.as_ref(),
+            &self.system_allowlist,
+        )
+    }
+}
+
+/// Whether a manifest is an image (a config of an image config type), not an index or
+/// an artifact.
+pub fn is_image(manifest: &str) -> bool {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Config {
+        media_type: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Doc {
+        config: Option<Config>,
+    }
+    serde_json::from_str::<Doc>(manifest)
+        .ok()
+        .and_then(|d| d.config)
+        .and_then(|c| c.media_type)
+        .is_some_and(|t| IMAGE_CONFIG_TYPES.contains(&t.as_str()))
+}
+
+/// Config media types of container images.
+pub const IMAGE_CONFIG_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
 
 #[cfg(test)]
 mod tests {
@@ -297,5 +460,119 @@ mod tests {
         assert_eq!(s.at_or_above(Severity::Medium), 3);
         assert_eq!(s.at_or_above(Severity::Low), 4);
         assert_eq!(s.at_or_above(Severity::Unknown), 5);
+    }
+
+    fn report(findings: &[(&str, &str, Severity)]) -> ScanReport {
+        let mut summary = SeveritySummary::default();
+        let findings = findings
+            .iter()
+            .map(|(id, alias, severity)| {
+                summary.add(*severity);
+                ReportFinding {
+                    id: (*id).into(),
+                    aliases: vec![(*alias).into()],
+                    ecosystem: "Debian".into(),
+                    package: "p".into(),
+                    installed_version: "1".into(),
+                    fixed_version: None,
+                    severity: *severity,
+                    score: None,
+                    layer: None,
+                    summary: None,
+                }
+            })
+            .collect();
+        ScanReport {
+            repository: "team/app".parse().unwrap(),
+            digest: crate::Digest::of(crate::DigestAlgorithm::Sha256, b"m"),
+            status: ScanStatus::Completed,
+            scanner: "s".into(),
+            db_version: None,
+            scanned_ms: 0,
+            distro: None,
+            packages: 1,
+            summary,
+            findings,
+            sbom: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn pull_policy_blocks_at_the_threshold_unless_allowlisted() {
+        let none = std::collections::BTreeSet::new();
+        let r = report(&[
+            ("DEBIAN-CVE-1", "CVE-1", Severity::Critical),
+            ("DEBIAN-CVE-2", "CVE-2", Severity::Medium),
+        ]);
+        let policy = |sev: Option<Severity>, allow: &[&str]| VulnerabilityPolicy {
+            block_severity: sev,
+            block_unscanned: false,
+            allowlist: allow.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let check = |p: &VulnerabilityPolicy, sys: &std::collections::BTreeSet<String>| {
+            p.check_pull("team", "team/app@x", Some(&r), sys)
+        };
+        assert!(
+            check(&policy(None, &[]), &none).is_ok(),
+            "no threshold, no block"
+        );
+        let err = check(&policy(Some(Severity::High), &[]), &none).unwrap_err();
+        let crate::RegistryError::Denied(msg) = err else {
+            panic!()
+        };
+        assert!(
+            msg.contains("1 findings at HIGH or above (1 CRITICAL): DEBIAN-CVE-1"),
+            "{msg}"
+        );
+        let err = check(&policy(Some(Severity::Medium), &[]), &none).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("2 findings at MEDIUM or above (1 CRITICAL, 1 MEDIUM)"),
+            "{err}"
+        );
+        assert!(
+            check(&policy(Some(Severity::High), &["CVE-1"]), &none).is_ok(),
+            "alias"
+        );
+        assert!(
+            check(&policy(Some(Severity::High), &["DEBIAN-CVE-1"]), &none).is_ok(),
+            "id"
+        );
+        let system = ["CVE-1".to_owned()].into_iter().collect();
+        assert!(
+            check(&policy(Some(Severity::High), &[]), &system).is_ok(),
+            "system-wide"
+        );
+        assert!(check(&policy(Some(Severity::Critical), &["CVE-2"]), &none).is_err());
+    }
+
+    #[test]
+    fn pull_policy_on_unscanned_and_failed_images() {
+        let none = std::collections::BTreeSet::new();
+        let strict = VulnerabilityPolicy {
+            block_unscanned: true,
+            ..VulnerabilityPolicy::default()
+        };
+        let err = strict.check_pull("team", "i", None, &none).unwrap_err();
+        assert!(err.to_string().contains("not been scanned yet"), "{err}");
+        let failed = ScanReport {
+            status: ScanStatus::Failed,
+            ..report(&[])
+        };
+        let err = strict
+            .check_pull("team", "i", Some(&failed), &none)
+            .unwrap_err();
+        assert!(err.to_string().contains("its scan failed"), "{err}");
+        assert!(
+            strict
+                .check_pull("team", "i", Some(&report(&[])), &none)
+                .is_ok()
+        );
+        assert!(
+            VulnerabilityPolicy::default()
+                .check_pull("team", "i", None, &none)
+                .is_ok()
+        );
     }
 }

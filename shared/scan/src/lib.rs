@@ -43,15 +43,13 @@ pub const RESCAN_JOB: &str = "scan.rescan";
 pub const RESCAN_PAGE: usize = 100;
 /// Package keys read from the vulnerability store per call.
 const KEYS_PER_READ: usize = 100;
+/// The author of the SBOM artifacts' events.
+pub const SCANNER_ACTOR: &str = "registry-scanner";
 /// The scanner's name and version, written into reports and SBOMs.
 pub const SCANNER: &str = concat!("registry-scanner ", env!("CARGO_PKG_VERSION"));
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-const IMAGE_CONFIGS: [&str; 2] = [
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-];
 
 /// `scan.image`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,7 +199,7 @@ impl Scanner {
             .config
             .as_ref()
             .and_then(|c| c.media_type.as_deref())
-            .is_some_and(|t| IMAGE_CONFIGS.contains(&t));
+            .is_some_and(|t| registry_core::scan::IMAGE_CONFIG_TYPES.contains(&t));
         if !is_image {
             return Ok(None);
         }
@@ -395,15 +393,18 @@ impl Scanner {
         });
         let body = serde_json::to_vec(&manifest).map_err(|e| Failure::Image(e.to_string()))?;
         let manifest_digest = Digest::of(DigestAlgorithm::Sha256, &body);
-        self.registry
-            .put_manifest(
+        // Its events name the scanner as the author, so consumers can tell them apart.
+        registry_core::events::with_actor(
+            Some(SCANNER_ACTOR.into()),
+            self.registry.put_manifest(
                 repo,
                 &Reference::Digest(manifest_digest.clone()),
                 &[],
                 Some(OCI_MANIFEST),
                 body,
-            )
-            .await?;
+            ),
+        )
+        .await?;
         Ok(manifest_digest)
     }
 
@@ -415,18 +416,18 @@ impl Scanner {
         let body = Box::pin(futures_util::stream::once(async move {
             Ok::<_, RegistryError>(bytes::Bytes::from(bytes))
         }));
-        match self
-            .registry
-            .start_upload(
+        let upload = registry_core::events::with_actor(
+            Some(SCANNER_ACTOR.into()),
+            self.registry.start_upload(
                 repo,
                 StartUpload {
                     digest: Some(digest.clone()),
                     body: Some(body),
                     ..StartUpload::default()
                 },
-            )
-            .await?
-        {
+            ),
+        );
+        match upload.await? {
             UploadStart::Created(d) => Ok(d),
             UploadStart::Session(_) => Err(Failure::Transient(RegistryError::Storage(
                 "a monolithic upload left a session".into(),

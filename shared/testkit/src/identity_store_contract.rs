@@ -56,6 +56,7 @@ fn project(name: &str, public: bool) -> Project {
         name: name.to_owned(),
         public,
         created_at_ms: 4_000,
+        vulnerability_policy: Default::default(),
     }
 }
 
