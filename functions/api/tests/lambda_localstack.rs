@@ -251,6 +251,17 @@ async fn manifest_get_by_tag_is_one_dynamodb_read_or_plus_s3_when_large() {
         .await;
 
     let accept = [("accept", "application/vnd.oci.image.manifest.v1+json")];
+    // The first pull of a project also reads its vulnerability policy (then cached).
+    let warm = s
+        .call(
+            Method::GET,
+            &format!("/v2/{}/manifests/small", s.repo),
+            &accept,
+            vec![],
+        )
+        .await;
+    assert_eq!(warm.status, StatusCode::OK);
+    assert_eq!(calls_to(&warm.calls, "DynamoDB"), 2, "{:?}", warm.calls);
     let a = s
         .call(
             Method::GET,

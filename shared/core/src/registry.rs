@@ -158,6 +158,13 @@ impl Registry {
         self
     }
 
+    /// Drops what this process remembers of `project`'s vulnerability policy.
+    pub fn forget_project_policy(&self, project: &str) {
+        if let Some(gate) = &self.pull_gate {
+            gate.forget(project);
+        }
+    }
+
     /// The relay the registry publishes through, if events are on.
     pub fn events(&self) -> Option<&Arc<EventRelay>> {
         self.events.as_ref()

@@ -402,10 +402,11 @@ async fn update_project(
     raw: Bytes,
 ) -> ApiResult {
     let (admin, actor) = caller(&state, &headers).await?;
-    ok(
-        StatusCode::OK,
-        admin.update_project(&actor, &project, body(&raw)?).await?,
-    )
+    let updated = admin.update_project(&actor, &project, body(&raw)?).await?;
+    // This process applies a new vulnerability policy at once (others within the
+    // policy cache's lifetime).
+    state.registry.forget_project_policy(&project);
+    ok(StatusCode::OK, updated)
 }
 
 async fn delete_project(

@@ -493,7 +493,8 @@ async fn projects_lifecycle_and_visibility() {
     res.assert_status(201);
     assert_eq!(
         res.json(),
-        json!({"name": "open", "public": true, "createdAt": reg.clock.now_millis()})
+        json!({"name": "open", "public": true, "createdAt": reg.clock.now_millis(),
+               "vulnerabilityPolicy": {"allowlist": [], "blockUnscanned": false}})
     );
     admin(reg.post("/api/v1/projects"))
         .json(&json!({"name": "hidden"}))
