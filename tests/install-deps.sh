@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what tests/e2e and tests/bench need on Debian bookworm (run as root): skopeo,
-# umoci, podman and buildah from apt, and a Python venv at tests/.venv pinned by tests/requirements.txt. Idempotent;
+# umoci, podman, buildah and mmdebstrap (builds the Debian image the scan test scans) from apt, and a Python venv at tests/.venv pinned by tests/requirements.txt. Idempotent;
 # a second run only checks and returns within a second or two.
 set -euo pipefail
 
@@ -13,14 +13,14 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # --- system packages ---------------------------------------------------------
 missing=()
-for tool in skopeo umoci podman buildah; do
+for tool in skopeo umoci podman buildah mmdebstrap; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "install-deps: installing ${missing[*]} with apt" >&2
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq
-    as_root apt-get install -y -qq skopeo umoci podman buildah
+    as_root apt-get install -y -qq skopeo umoci podman buildah mmdebstrap
 fi
 
 # --- Python venv -------------------------------------------------------------

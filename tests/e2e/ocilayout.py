@@ -130,6 +130,22 @@ class Layout:
             descriptor=desc,
         )
 
+    def add_tar_image(self, tar_gz: bytes, diff_id: str, architecture: str = "amd64") -> Image:
+        """Writes an image of one already-built gzip layer (a root filesystem tar)."""
+        layer_desc = self.add_blob(tar_gz, OCI_LAYER_GZIP)
+        config = canonical_json({
+            "created": "2024-01-01T00:00:00Z", "architecture": architecture, "os": "linux",
+            "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        })
+        config_desc = self.add_blob(config, OCI_CONFIG)
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config_desc,
+                               "layers": [layer_desc]}, indent=2).encode()
+        desc = self.add_blob(manifest, OCI_MANIFEST)
+        return Image(manifest=manifest, digest=desc["digest"], config=config,
+                     config_digest=config_desc["digest"], layers=[tar_gz],
+                     layer_digests=[layer_desc["digest"]], architecture=architecture, descriptor=desc)
+
     def add_index(self, images: list[Image], os_name: str = "linux") -> tuple[bytes, dict]:
         index_obj = {
             "schemaVersion": 2,
