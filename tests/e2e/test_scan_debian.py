@@ -117,6 +117,17 @@ def test_debian_image_findings_policy_and_sbom(registry_factory, registry_bin, s
     assert report["summary"]["low"] == len(perl)
     assert report["findings"][0]["layer"] == img.layer_digests[0]
 
+    # The CLI's summary table and the database status.
+    cli = subprocess.run([str(registry_bin), "scan", repo, img.digest, "--registry-url", registry.url],
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert f"low {len(perl)}" in cli.stdout and "critical 0" in cli.stdout, cli.stdout
+    rows = [line.split() for line in cli.stdout.splitlines() if "DEBIAN-CVE-2011-4116" in line]
+    assert sorted(r[2] for r in rows) == sorted(perl), cli.stdout
+    status = subprocess.run([str(registry_bin), "vulndb", "status", "--registry-url", registry.url],
+                            capture_output=True, text=True, timeout=60)
+    assert "advisories: 4" in status.stdout and report["dbVersion"] in status.stdout, status.stdout
+
     # The SBOM is a referrer of the image and lists every package.
     referrers = registry.request("GET", f"/v2/{repo}/referrers/{img.digest}").json()["manifests"]
     assert [r["artifactType"] for r in referrers] == ["application/vnd.cyclonedx+json"]

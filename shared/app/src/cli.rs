@@ -54,8 +54,21 @@ pub enum Command {
     /// The vulnerability database: status, and imports of OSV data (air-gapped updates).
     #[command(subcommand)]
     Vulndb(VulndbCommand),
+    /// Show an image's scan report: a summary and a table of findings.
+    Scan(ScanArgs),
     /// Read the audit log (system admins).
     Audit(AuditArgs),
+}
+
+/// `registry scan REPOSITORY DIGEST`
+#[derive(Debug, Clone, Args)]
+pub struct ScanArgs {
+    /// `team/app`.
+    pub repository: String,
+    /// The image's manifest digest (`sha256:…`).
+    pub digest: String,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 /// `registry vulndb …`
@@ -472,6 +485,7 @@ pub async fn execute(command: &Command, out: &mut dyn Write) -> Result<(), CliEr
         Command::Robot(c) => robot(c, out).await,
         Command::Webhook(c) => webhook(c, out).await,
         Command::Vulndb(c) => vulndb(c, None, out).await,
+        Command::Scan(a) => scan_report(a, out).await,
         Command::Audit(a) => audit(a, out).await,
     }
 }
@@ -1315,6 +1329,67 @@ async fn webhook(cmd: &WebhookCommand, out: &mut dyn Write) -> Result<(), CliErr
             c.emit(out, &res, |o| writeln!(o, "queued a re-send of {event}"))
         }
     }
+}
+
+async fn scan_report(args: &ScanArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let c = Client::new(&args.client)?;
+    let res = c
+        .get(&format!(
+            "/scan-reports?repository={}&digest={}",
+            encode_segment(&args.repository),
+            encode_segment(&args.digest)
+        ))
+        .await?;
+    let rows: Vec<Vec<String>> = res
+        .get("findings")
+        .and_then(Value::as_array)
+        .map(|fs| {
+            fs.iter()
+                .map(|f| {
+                    vec![
+                        str_of(f, "severity").to_owned(),
+                        str_of(f, "id").to_owned(),
+                        str_of(f, "package").to_owned(),
+                        str_of(f, "installedVersion").to_owned(),
+                        f.get("fixedVersion")
+                            .and_then(Value::as_str)
+                            .unwrap_or("-")
+                            .to_owned(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    c.emit(out, &res, |o| {
+        let s = &res["summary"];
+        writeln!(
+            o,
+            "{}@{}: {} ({}), {} packages, database {}",
+            args.repository,
+            args.digest,
+            str_of(&res, "status"),
+            res.get("distro")
+                .and_then(Value::as_str)
+                .unwrap_or("no distribution"),
+            res.get("packages").unwrap_or(&Value::Null),
+            res.get("dbVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("none")
+        )?;
+        writeln!(
+            o,
+            "critical {}  high {}  medium {}  low {}  unknown {}",
+            s["critical"], s["high"], s["medium"], s["low"], s["unknown"]
+        )?;
+        if let Some(e) = res.get("error").and_then(Value::as_str) {
+            writeln!(o, "error: {e}")?;
+        }
+        table(
+            o,
+            &["SEVERITY", "ID", "PACKAGE", "INSTALLED", "FIXED"],
+            &rows,
+        )
+    })
 }
 
 /// Runs `registry vulndb …`; `server` is the backend configuration `--direct` imports
