@@ -32,6 +32,10 @@ def require_localstack() -> None:
 def aws_env(prefix: str | None = None) -> dict:
     env = dict(os.environ, REGISTRY_BACKEND="aws", REGISTRY_LOG="info")
     env["REGISTRY_S3_PREFIX"] = prefix or f"e2e-{uuid.uuid4().hex[:12]}/"
+    # Each process has its own S3 prefix: a shared scan queue would hand one process's
+    # images to another that cannot read them. Scanning tests bring their own queues.
+    env.pop("REGISTRY_SCAN_QUEUE_URL", None)
+    env.pop("REGISTRY_SCAN_DLQ_URL", None)
     return env
 
 

@@ -115,10 +115,12 @@ def _sqs(action: str, body: dict) -> dict:
 
 
 class FreshQueues:
-    """A webhook queue and its dead-letter queue, only this test's, deleted at `close`."""
+    """A queue (`kind`: webhook or scan) and its dead-letter queue, only this test's,
+    deleted at `close`."""
 
-    def __init__(self, max_receive_count: int, visibility: int = 30):
-        name = f"e2e-webhook-{uuid.uuid4().hex[:10]}"
+    def __init__(self, max_receive_count: int, visibility: int = 30, kind: str = "webhook"):
+        self.kind = kind
+        name = f"e2e-{kind}-{uuid.uuid4().hex[:10]}"
         self.dlq_url = _sqs("CreateQueue", {"QueueName": f"{name}-dlq"})["QueueUrl"]
         arn = _sqs("GetQueueAttributes", {"QueueUrl": self.dlq_url, "AttributeNames": ["QueueArn"]})
         redrive = json.dumps({"deadLetterTargetArn": arn["Attributes"]["QueueArn"],
@@ -128,8 +130,9 @@ class FreshQueues:
         self.max_receive_count = max_receive_count
 
     def env(self) -> dict:
-        return {"REGISTRY_WEBHOOK_QUEUE_URL": self.url, "REGISTRY_WEBHOOK_DLQ_URL": self.dlq_url,
-                "REGISTRY_WEBHOOK_MAX_RECEIVES": str(self.max_receive_count)}
+        k = self.kind.upper()
+        return {f"REGISTRY_{k}_QUEUE_URL": self.url, f"REGISTRY_{k}_DLQ_URL": self.dlq_url,
+                f"REGISTRY_{k}_MAX_RECEIVES": str(self.max_receive_count)}
 
     def dead_letters(self) -> list:
         res = _sqs("ReceiveMessage", {"QueueUrl": self.dlq_url, "MaxNumberOfMessages": 10,
