@@ -331,17 +331,42 @@ pub async fn build_workers(config: &ServerConfig) -> Result<Workers> {
     let stores = stores(config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let events = events_runtime(config, &stores, clock.clone())?;
+    let registry = registry_over(config, &stores, events.as_ref(), clock.clone());
+    let scanning = scan_runtime(config, &stores, registry, clock);
+    Ok(Workers { events, scanning })
+}
+
+/// The registry over `stores`, publishing through `events`, with the pull gate.
+fn registry_over(
+    config: &ServerConfig,
+    stores: &Stores,
+    events: Option<&EventsRuntime>,
+    clock: Arc<dyn Clock>,
+) -> Arc<Registry> {
     let mut registry = Registry::new(
         stores.blobs.clone(),
         stores.meta.clone(),
-        clock.clone(),
+        clock,
         registry_config(config),
     );
-    if let Some(events) = &events {
+    if let Some(events) = events {
         registry = registry.with_events(events.relay.clone());
     }
-    let scanning = scan_runtime(config, &stores, Arc::new(registry), clock);
-    Ok(Workers { events, scanning })
+    let allowlist = config
+        .events
+        .cve_allowlist
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Arc::new(
+        registry.with_pull_gate(Arc::new(registry_core::scan::PullGate::new(
+            stores.identities.clone(),
+            stores.scans.clone(),
+            allowlist,
+        ))),
+    )
 }
 
 /// The event machinery alone, for the webhook function; the webhook queue must be set.
@@ -415,30 +440,7 @@ pub async fn build(config: &ServerConfig, open_on_loopback: bool) -> Result<Comp
     let stores = stores(config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let events = events_runtime(config, &stores, clock.clone())?;
-    let mut registry = Registry::new(
-        stores.blobs.clone(),
-        stores.meta.clone(),
-        clock.clone(),
-        registry_config(config),
-    );
-    if let Some(events) = &events {
-        registry = registry.with_events(events.relay.clone());
-    }
-    let allowlist = config
-        .events
-        .cve_allowlist
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let registry = Arc::new(
-        registry.with_pull_gate(Arc::new(registry_core::scan::PullGate::new(
-            stores.identities.clone(),
-            stores.scans.clone(),
-            allowlist,
-        ))),
-    );
+    let registry = registry_over(config, &stores, events.as_ref(), clock.clone());
     let scanning = scan_runtime(config, &stores, registry.clone(), clock.clone());
     let auth = if auth_enabled(config, open_on_loopback)? {
         let public = public_url(config);

@@ -94,7 +94,6 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Delete as S3Delete, ObjectIdentifier};
 use futures_util::{StreamExt, TryStreamExt};
 use registry_core::keys;
 use registry_core::ports::{ScanStore, StoredAdvisory, VulnDbInfo, VulnerabilityStore};
@@ -244,57 +243,11 @@ impl DynamoMetadataStore {
             .map_err(|_| corrupt(op, format!("S3 object {object} is not UTF-8")))
     }
 
-    /// Deletes every object whose key starts with `folder`: ListObjectsV2 pages and one
-    /// DeleteObjects per page.
+    /// Deletes every object whose key starts with `folder` (in the manifest bucket).
     async fn delete_objects_under(&self, op: &str, folder: &str) -> Result<()> {
-        let bucket = &self.settings.manifest_bucket;
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .s3
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(folder)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| storage(&format!("S3 ListObjectsV2 {folder} (for {op})"), e))?;
-            let ids = out
-                .contents()
-                .iter()
-                .filter_map(|o| o.key())
-                .map(|k| ObjectIdentifier::builder().key(k).build())
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| plain_error(op, e))?;
-            if !ids.is_empty() {
-                let what = format!("S3 DeleteObjects {folder} (for {op})");
-                let delete = S3Delete::builder()
-                    .set_objects(Some(ids))
-                    .quiet(true)
-                    .build()
-                    .map_err(|e| plain_error(&what, e))?;
-                let res = self
-                    .s3
-                    .delete_objects()
-                    .bucket(bucket)
-                    .delete(delete)
-                    .send()
-                    .await
-                    .map_err(|e| storage(&what, e))?;
-                if let Some(err) = res.errors().first() {
-                    return Err(RegistryError::Storage(format!(
-                        "{what}: {}: {} {}",
-                        err.key().unwrap_or(folder),
-                        err.code().unwrap_or_default(),
-                        err.message().unwrap_or_default()
-                    )));
-                }
-            }
-            match out.next_continuation_token() {
-                Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_owned()),
-                _ => return Ok(()),
-            }
-        }
+        crate::s3_blob_store::delete_prefix(&self.s3, &self.settings.manifest_bucket, folder)
+            .await
+            .map_err(|e| RegistryError::Storage(format!("{e} (for {op})")))
     }
 }
 

@@ -918,51 +918,62 @@ impl S3BlobStore {
 
     /// Deletes every object whose key starts with `folder`.
     async fn delete_folder(&self, folder: &str) -> Result<()> {
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .s3
-                .list_objects_v2()
-                .bucket(&self.settings.bucket)
-                .prefix(folder)
-                .set_continuation_token(token.take())
+        delete_prefix(&self.s3, &self.settings.bucket, folder).await
+    }
+}
+
+/// Deletes every object of `bucket` whose key starts with `prefix`: ListObjectsV2 pages
+/// and one DeleteObjects per page (shared by the blob store and the scan store).
+pub(crate) async fn delete_prefix(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<()> {
+    let failed = |op: &str, e: &dyn fmt::Display| {
+        RegistryError::Storage(format!("S3 {op} s3://{bucket}/{prefix}: {e}"))
+    };
+    let mut token: Option<String> = None;
+    loop {
+        let out = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(|e| failed("ListObjectsV2", &DisplayErrorContext(&e)))?;
+        let ids: Vec<ObjectIdentifier> = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(RegistryError::storage)?;
+        if !ids.is_empty() {
+            let delete = Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(true)
+                .build()
+                .map_err(RegistryError::storage)?;
+            let res = s3
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
                 .send()
                 .await
-                .map_err(|e| self.storage("ListObjectsV2", folder, e))?;
-            let ids: Vec<ObjectIdentifier> = out
-                .contents()
-                .iter()
-                .filter_map(|o| o.key())
-                .map(|k| ObjectIdentifier::builder().key(k).build())
-                .collect::<std::result::Result<_, _>>()
-                .map_err(RegistryError::storage)?;
-            if !ids.is_empty() {
-                let delete = Delete::builder()
-                    .set_objects(Some(ids))
-                    .quiet(true)
-                    .build()
-                    .map_err(RegistryError::storage)?;
-                let res = self
-                    .s3
-                    .delete_objects()
-                    .bucket(&self.settings.bucket)
-                    .delete(delete)
-                    .send()
-                    .await
-                    .map_err(|e| self.storage("DeleteObjects", folder, e))?;
-                if let Some(err) = res.errors().first() {
-                    return Err(RegistryError::Storage(format!(
-                        "S3 DeleteObjects {}: {} {}",
-                        err.key().unwrap_or(folder),
-                        err.code().unwrap_or_default(),
-                        err.message().unwrap_or_default()
-                    )));
-                }
+                .map_err(|e| failed("DeleteObjects", &DisplayErrorContext(&e)))?;
+            if let Some(err) = res.errors().first() {
+                return Err(RegistryError::Storage(format!(
+                    "S3 DeleteObjects {}: {} {}",
+                    err.key().unwrap_or(prefix),
+                    err.code().unwrap_or_default(),
+                    err.message().unwrap_or_default()
+                )));
             }
-            match out.next_continuation_token() {
-                Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_owned()),
-                _ => return Ok(()),
-            }
+        }
+        match out.next_continuation_token() {
+            Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_owned()),
+            _ => return Ok(()),
         }
     }
 }
