@@ -38,12 +38,24 @@ async fn a_directory_is_imported_and_a_bad_file_changes_nothing() {
     .unwrap();
     let info = import_direct(&config, osv.path()).await.unwrap();
     assert_eq!((info.advisories, info.keys), (2, 2));
-    let current = stores(&config).await.unwrap().vulns.current_db().await.unwrap();
+    let current = stores(&config)
+        .await
+        .unwrap()
+        .vulns
+        .current_db()
+        .await
+        .unwrap();
     assert_eq!(current, Some(info.clone()));
 
     std::fs::write(osv.path().join("broken.json"), "{not json").unwrap();
     let err = import_direct(&config, osv.path()).await.unwrap_err();
     assert!(err.to_string().contains("broken.json"), "{err}");
-    let still = stores(&config).await.unwrap().vulns.current_db().await.unwrap();
+    let still = stores(&config)
+        .await
+        .unwrap()
+        .vulns
+        .current_db()
+        .await
+        .unwrap();
     assert_eq!(still, Some(info), "the failed import changed nothing");
 }
