@@ -4,7 +4,7 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use registry_app::{LogFormat, ServerConfig};
-use registry_aws::sqs_batch::handle_batch;
+use registry_aws::sqs_batch::run_worker_batch;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -13,8 +13,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let scanning = registry_app::compose::build_scanning(&config).await?;
     let worker = &scanning.worker;
     lambda_runtime::run(service_fn(move |batch: LambdaEvent<SqsEvent>| async move {
-        let response = handle_batch(batch.payload, |job| worker.process(job)).await;
-        Ok::<_, lambda_runtime::Error>(serde_json::to_value(response)?)
+        Ok::<_, lambda_runtime::Error>(run_worker_batch(worker, batch.payload).await)
     }))
     .await
 }

@@ -4,7 +4,7 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use registry_app::compose::EventsRuntime;
-use registry_aws::sqs_batch::handle_batch;
+use registry_aws::sqs_batch::run_worker_batch;
 
 /// Outbox events one scheduled sweep publishes at most.
 pub const SWEEP_LIMIT: usize = 1000;
@@ -17,8 +17,7 @@ pub async fn handle(
 ) -> Result<serde_json::Value, lambda_runtime::Error> {
     if payload.get("Records").is_some() {
         let batch: SqsEvent = serde_json::from_value(payload)?;
-        let worker = &events.worker;
-        let response = handle_batch(batch, |job| worker.process(job)).await;
+        let response = run_worker_batch(&events.worker, batch).await;
         Ok(serde_json::to_value(response)?)
     } else {
         let published = events.relay.sweep(SWEEP_LIMIT).await?;

@@ -7,7 +7,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use registry_app::ServerConfig;
 use registry_app::compose::{EventsRuntime, build_events, stores};
 use registry_core::admin::{Actor, Admin};
@@ -37,19 +36,7 @@ async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<u16>>>) {
 
 /// The SQS event Lambda would invoke the function with for these messages.
 fn sqs_event(jobs: &[ReceivedJob]) -> Value {
-    let mut event = SqsEvent::default();
-    for (i, j) in jobs.iter().enumerate() {
-        let mut m = SqsMessage::default();
-        m.message_id = Some(format!("m{i}"));
-        m.receipt_handle = Some(j.receipt.clone());
-        m.body = Some(serde_json::to_string(&j.job).unwrap());
-        m.attributes.insert(
-            "ApproximateReceiveCount".into(),
-            j.receive_count.to_string(),
-        );
-        event.records.push(m);
-    }
-    serde_json::to_value(event).unwrap()
+    serde_json::to_value(registry_aws::sqs_batch::event_of(jobs)).unwrap()
 }
 
 /// One poll of the event source mapping: receive, invoke, delete what succeeded.

@@ -62,6 +62,34 @@ where
     response
 }
 
+/// Runs `worker` over the messages of an SQS-triggered invocation (every worker
+/// function's body): failures set their backoff and are reported for retry.
+pub async fn run_worker_batch(
+    worker: &registry_core::worker::Worker,
+    event: SqsEvent,
+) -> SqsBatchResponse {
+    handle_batch(event, |job| worker.process(job)).await
+}
+
+/// The SQS event Lambda's event source mapping would deliver for `jobs` received from a
+/// queue (message ids `m0`, `m1`, …): for driving a worker function as Lambda does, in
+/// tests and local replays.
+pub fn event_of(jobs: &[ReceivedJob]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    for (i, j) in jobs.iter().enumerate() {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(format!("m{i}"));
+        m.receipt_handle = Some(j.receipt.clone());
+        m.body = serde_json::to_string(&j.job).ok();
+        m.attributes.insert(
+            "ApproximateReceiveCount".into(),
+            j.receive_count.to_string(),
+        );
+        event.records.push(m);
+    }
+    event
+}
+
 /// The job of `message`, with its receive count and receipt handle.
 fn decode(message: SqsMessage) -> Result<ReceivedJob, RegistryError> {
     let body = message.body.as_deref().unwrap_or_default();
