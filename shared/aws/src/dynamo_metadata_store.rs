@@ -588,7 +588,11 @@ impl DynamoMetadataStore {
 
     /// The transaction items putting `events` in the outbox (`OUTBOX` / `EVENT#<id>`, `v`:
     /// the event JSON), and their size estimate in bytes.
-    fn outbox_puts(&self, op: &str, events: &[Event]) -> Result<(Vec<TransactWriteItem>, usize)> {
+    pub(crate) fn outbox_puts(
+        &self,
+        op: &str,
+        events: &[Event],
+    ) -> Result<(Vec<TransactWriteItem>, usize)> {
         let mut puts = Vec::with_capacity(events.len());
         let mut len = 0;
         for event in events {

@@ -95,6 +95,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 use futures_util::{StreamExt, TryStreamExt};
+use registry_core::events::Event;
 use registry_core::keys;
 use registry_core::ports::{ScanStore, StoredAdvisory, VulnDbInfo, VulnerabilityStore};
 use registry_core::scan::ScanReport;
@@ -253,7 +254,7 @@ impl DynamoMetadataStore {
 
 #[async_trait]
 impl ScanStore for DynamoMetadataStore {
-    async fn put_report(&self, report: &ScanReport) -> Result<()> {
+    async fn put_report(&self, report: &ScanReport, events: &[Event]) -> Result<()> {
         const OP: &str = "DynamoDB TransactWriteItems (put_report)";
         const GET: &str = "DynamoDB GetItem (put_report)";
         let (repo, digest) = (&report.repository, &report.digest);
@@ -275,7 +276,8 @@ impl ScanStore for DynamoMetadataStore {
         if let Some(object) = &object {
             index.insert(S3_KEY.to_owned(), s(object.as_str()));
         }
-        let items = vec![self.put_item(OP, item)?, self.put_item(OP, index)?];
+        let mut items = vec![self.put_item(OP, item)?, self.put_item(OP, index)?];
+        items.extend(self.outbox_puts(OP, events)?.0);
         if let TxOutcome::ConditionFailed(codes) = self.transact(OP, items).await? {
             return Err(corrupt(
                 OP,

@@ -130,7 +130,7 @@ async fn a_large_report_lives_in_s3_and_a_rescan_replaces_its_object() {
 
     let first = report(&repo, &d, 3000, 1_000);
     assert!(serde_json::to_vec(&first).unwrap().len() > 400 * 1024);
-    store.put_report(&first).await.expect("put_report");
+    store.put_report(&first, &[]).await.expect("put_report");
     let objects = list_keys(s3, bucket, &folder).await;
     assert_eq!(objects.len(), 1, "{objects:?}");
     let item = raw_item(&table, &pk, &sk).await;
@@ -142,14 +142,14 @@ async fn a_large_report_lives_in_s3_and_a_rescan_replaces_its_object() {
     assert_eq!(store.get_report(&repo, &d).await.unwrap(), Some(first));
 
     let second = report(&repo, &d, 3000, 2_000);
-    store.put_report(&second).await.expect("put_report");
+    store.put_report(&second, &[]).await.expect("put_report");
     let now = list_keys(s3, bucket, &folder).await;
     assert_eq!(now.len(), 1, "the replaced object is deleted: {now:?}");
     assert_ne!(now, objects);
     assert_eq!(store.get_report(&repo, &d).await.unwrap(), Some(second));
 
     let small = report(&repo, &d, 2, 3_000);
-    store.put_report(&small).await.expect("put_report");
+    store.put_report(&small, &[]).await.expect("put_report");
     let item = raw_item(&table, &pk, &sk).await;
     assert!(item.contains_key("v") && !item.contains_key("s3_key"));
     let entry = raw_item(&table, keys::SCANS, &index_sk).await;
@@ -276,7 +276,7 @@ async fn a_report_whose_object_vanished_is_a_storage_error() {
     let repo: RepoName = "scan/vanished".parse().unwrap();
     let d = digest("vanished");
     store
-        .put_report(&report(&repo, &d, 3000, 1_000))
+        .put_report(&report(&repo, &d, 3000, 1_000), &[])
         .await
         .expect("put_report");
     let item = raw_item(&table, &keys::repo_pk(&repo), &keys::scan_sk(&d)).await;

@@ -104,7 +104,7 @@ pub(crate) fn page_of(items: Vec<(String, Vec<u8>)>, prefix: &str, limit: usize)
 }
 
 /// Writes `events` as outbox items (inside the caller's transaction).
-fn record_events(t: &mut Items<'_>, events: &[Event]) -> Result<()> {
+pub(crate) fn record_events(t: &mut Items<'_>, events: &[Event]) -> Result<()> {
     for event in events {
         let sk = keys::outbox_sk(&event.id);
         t.insert((keys::OUTBOX, sk.as_str()), encode(event)?.as_slice())

@@ -5,18 +5,22 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use registry_core::events::Event;
 use registry_core::keys;
 use registry_core::ports::{ScanStore, StoredAdvisory, VulnDbInfo, VulnerabilityStore};
 use registry_core::scan::ScanReport;
 use registry_core::{Digest, RegistryError, RepoName, Result};
 
-use crate::metadata_store::{EMPTY, EmbeddedMetadataStore, decode, encode, get_item, query};
+use crate::metadata_store::{
+    EMPTY, EmbeddedMetadataStore, decode, encode, get_item, query, record_events,
+};
 
 #[async_trait]
 impl ScanStore for EmbeddedMetadataStore {
-    async fn put_report(&self, report: &ScanReport) -> Result<()> {
-        let report = report.clone();
+    async fn put_report(&self, report: &ScanReport, events: &[Event]) -> Result<()> {
+        let (report, events) = (report.clone(), events.to_vec());
         self.write(move |t| {
+            record_events(t, &events)?;
             let (pk, sk) = (
                 keys::repo_pk(&report.repository),
                 keys::scan_sk(&report.digest),

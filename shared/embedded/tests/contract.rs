@@ -209,3 +209,34 @@ async fn waiting_pollers_wake_on_enqueue() {
         .await;
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// A report written with its scan event leaves the event in the outbox (one transaction).
+#[tokio::test]
+async fn scan_reports_record_their_events() {
+    use registry_core::events::{Event, EventKind};
+    use registry_core::scan::{ScanReport, ScanStatus, SeveritySummary};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open_database(&dir.path().join("registry.redb")).expect("database");
+    let store = EmbeddedMetadataStore::new(db).expect("metadata store");
+    let repo: registry_core::RepoName = "scan/outbox".parse().unwrap();
+    let digest = registry_core::Digest::of(registry_core::DigestAlgorithm::Sha256, b"image");
+    let report = ScanReport {
+        repository: repo.clone(),
+        digest: digest.clone(),
+        status: ScanStatus::Completed,
+        scanner: "s".into(),
+        db_version: None,
+        scanned_ms: 1,
+        distro: None,
+        packages: 0,
+        summary: SeveritySummary::default(),
+        findings: vec![],
+        sbom: None,
+        error: None,
+    };
+    let event = Event::new(EventKind::ScanCompleted, &repo, 1).with_digest(&digest);
+    ScanStore::put_report(&store, &report, std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_events(10).await.unwrap(), vec![event]);
+}

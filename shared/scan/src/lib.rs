@@ -213,8 +213,7 @@ impl Scanner {
             Err(Failure::Transient(e)) => return Err(e),
             Err(Failure::Image(why)) => self.failed_report(repo, digest, why),
         };
-        self.scans.put_report(&report).await?;
-        self.announce(&report).await;
+        self.save(&report).await?;
         Ok(Some(report))
     }
 
@@ -435,16 +434,28 @@ impl Scanner {
         }
     }
 
+    /// Writes `report` with its `scan.completed` or `scan.failed` event in the outbox, then
+    /// publishes the event.
+    async fn save(&self, report: &ScanReport) -> Result<()> {
+        let events: Vec<Event> = self
+            .relay()
+            .map(|_| self.scan_event(report))
+            .into_iter()
+            .collect();
+        self.scans.put_report(report, &events).await?;
+        if let Some(relay) = self.relay() {
+            relay.publish_committed(&events).await;
+        }
+        Ok(())
+    }
+
     /// `scan.completed` or `scan.failed`, with the summary.
-    async fn announce(&self, report: &ScanReport) {
-        let Some(relay) = self.relay() else {
-            return;
-        };
+    fn scan_event(&self, report: &ScanReport) -> Event {
         let kind = match report.status {
             ScanStatus::Completed => EventKind::ScanCompleted,
             ScanStatus::Failed => EventKind::ScanFailed,
         };
-        let event = Event::new(kind, &report.repository, self.clock.now_millis())
+        Event::new(kind, &report.repository, self.clock.now_millis())
             .with_digest(&report.digest)
             .with_detail(json!({
                 "summary": report.summary,
@@ -452,8 +463,7 @@ impl Scanner {
                 "sbom": report.sbom,
                 "packages": report.packages,
                 "error": report.error,
-            }));
-        relay.publish_direct(&event).await;
+            }))
     }
 
     /// Queues the rescan of every scanned image (after a database import).
@@ -493,8 +503,7 @@ impl JobHandler for Scanner {
                     Err(e) if attempt.last => {
                         // Out of tries: say so in a report and an event.
                         let report = self.failed_report(&j.repository, &j.digest, e.to_string());
-                        let _ = self.scans.put_report(&report).await;
-                        self.announce(&report).await;
+                        let _ = self.save(&report).await;
                         Err(e)
                     }
                     Err(e) => Err(e),

@@ -66,8 +66,8 @@ pub async fn reports_round_trip(store: Arc<dyn ScanStore>) {
     let (d1, d2) = (digest("one"), digest("two"));
     assert_eq!(store.get_report(&a, &d1).await.unwrap(), None);
     let first = report(&a, &d1, 3);
-    store.put_report(&first).await.unwrap();
-    store.put_report(&report(&b, &d1, 1)).await.unwrap();
+    store.put_report(&first, &[]).await.unwrap();
+    store.put_report(&report(&b, &d1, 1), &[]).await.unwrap();
     assert_eq!(store.get_report(&a, &d1).await.unwrap(), Some(first));
     assert_eq!(store.get_report(&a, &d2).await.unwrap(), None);
     let failed = ScanReport {
@@ -77,7 +77,7 @@ pub async fn reports_round_trip(store: Arc<dyn ScanStore>) {
         summary: SeveritySummary::default(),
         ..report(&a, &d1, 0)
     };
-    store.put_report(&failed).await.unwrap();
+    store.put_report(&failed, &[]).await.unwrap();
     assert_eq!(store.get_report(&a, &d1).await.unwrap(), Some(failed));
     assert_eq!(
         store
@@ -100,7 +100,7 @@ pub async fn large_reports_round_trip(store: Arc<dyn ScanStore>) {
         serde_json::to_vec(&big).unwrap().len() > 400 * 1024,
         "over a DynamoDB item"
     );
-    store.put_report(&big).await.unwrap();
+    store.put_report(&big, &[]).await.unwrap();
     assert_eq!(store.get_report(&r, &d).await.unwrap(), Some(big));
 }
 
@@ -114,8 +114,8 @@ pub async fn scanned_images_list_in_order(store: Arc<dyn ScanStore>) {
         ("scan/m", "3"),
     ] {
         let (r, d) = (repo(r), digest(s));
-        store.put_report(&report(&r, &d, 0)).await.unwrap();
-        store.put_report(&report(&r, &d, 1)).await.unwrap();
+        store.put_report(&report(&r, &d, 0), &[]).await.unwrap();
+        store.put_report(&report(&r, &d, 1), &[]).await.unwrap();
         all.push((r, d));
     }
     all.sort_by(|x, y| (x.0.as_str(), x.1.to_string()).cmp(&(y.0.as_str(), y.1.to_string())));
