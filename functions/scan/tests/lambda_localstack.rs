@@ -14,21 +14,13 @@ use registry_core::scan::ScanStatus;
 use registry_core::{Digest, DigestAlgorithm, Reference, RepoName};
 
 fn layer() -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, data) in [
-        ("etc/os-release", &b"ID=alpine\nVERSION_ID=3.19.1\n"[..]),
+    registry_testkit::support::tar_layer(&[
+        ("etc/os-release", b"ID=alpine\nVERSION_ID=3.19.1\n"),
         (
             "lib/apk/db/installed",
-            &b"P:musl\nV:1.2.4_git20230717-r4\no:musl\n\nP:busybox\nV:1.36.1-r15\no:busybox\n\n"[..],
+            b"P:musl\nV:1.2.4_git20230717-r4\no:musl\n\nP:busybox\nV:1.36.1-r15\no:busybox\n\n",
         ),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        builder.append_data(&mut h, path, data).unwrap();
-    }
-    builder.into_inner().unwrap()
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,14 +29,7 @@ async fn sqs_batches_scan_images_and_report_failures() {
         std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| !e.is_empty()),
         "AWS_ENDPOINT_URL is unset: run `source localstack/env` (LocalStack on 4566) first"
     );
-    let sfx = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            & 0xffff_ffff_ffff
-    );
+    let sfx = registry_testkit::support::run_suffix();
     let probe = ServerConfig::parse_from_args(["registry"]);
     let clients = aws_clients(&probe.aws).await;
     let settings = sqs_job_queue::create_queue_with_dead_letters(

@@ -74,14 +74,7 @@ async fn sqs_batches_deliver_with_backoff_and_schedules_sweep_the_outbox() {
         std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| !e.is_empty()),
         "AWS_ENDPOINT_URL is unset: run `source localstack/env` (LocalStack on 4566) first"
     );
-    let sfx = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            & 0xffff_ffff_ffff
-    );
+    let sfx = registry_testkit::support::run_suffix();
     let probe = ServerConfig::parse_from_args(["registry"]);
     let clients = registry_app::compose::aws_clients(&probe.aws).await;
     let settings = registry_aws::sqs_job_queue::create_queue_with_dead_letters(

@@ -53,14 +53,6 @@ fn basic(user: &str, password: &str) -> String {
 }
 
 /// A name unique to this run (lowercase, valid in repository names).
-fn run_suffix() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
-    let mixed = nanos ^ (u128::from(std::process::id()) << 64);
-    format!("{:x}", mixed & 0xffff_ffff_ffff)
-}
 
 // ---------------------------------------------------------------------------------------
 // The registry under test.
@@ -443,7 +435,7 @@ async fn embedded_env() -> Env {
 
 async fn embedded_env_with(extra: &[&str]) -> Env {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let sfx = run_suffix();
+    let sfx = registry_testkit::support::run_suffix();
     let mut args = vec![
         "registry".to_owned(),
         "--backend".into(),
@@ -465,7 +457,7 @@ async fn aws_env() -> Env {
         !endpoint.is_empty(),
         "AWS_ENDPOINT_URL is unset: run `source localstack/env` (LocalStack on 4566) first"
     );
-    let sfx = run_suffix();
+    let sfx = registry_testkit::support::run_suffix();
     let (_, pem) = KeySet::generate_pem().expect("signing key");
     let args = vec![
         "registry".to_owned(),

@@ -171,21 +171,16 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn layer() -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, data) in [
-        ("etc/os-release", &b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n"[..]),
+    registry_testkit::support::tar_layer(&[
+        (
+            "etc/os-release",
+            b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+        ),
         (
             "var/lib/dpkg/status",
-            &b"Package: perl-base\nStatus: install ok installed\nVersion: 5.36.0-7+deb12u1\nSource: perl\n\n"[..],
+            b"Package: perl-base\nStatus: install ok installed\nVersion: 5.36.0-7+deb12u1\nSource: perl\n\n",
         ),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        builder.append_data(&mut h, path, data).unwrap();
-    }
-    builder.into_inner().unwrap()
+    ])
 }
 
 /// A zip of OSV files: one Debian advisory on perl fixed in `fixed`.

@@ -167,17 +167,6 @@ impl Drop for Env {
     }
 }
 
-fn run_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{:x}",
-        (nanos ^ (u128::from(std::process::id()) << 40)) & 0xffff_ffff_ffff
-    )
-}
-
 fn args(dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "registry",
@@ -206,7 +195,7 @@ fn args(dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
 /// The registry on `backend` with its webhook worker running.
 async fn env_on(backend: Backend, extra: &[&str]) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let sfx = run_suffix();
+    let sfx = registry_testkit::support::run_suffix();
     let mut args = args(dir.path(), extra);
     let mut queues = None;
     if backend == Backend::Aws {

@@ -18,6 +18,7 @@ use registry_scan::import::group;
 use registry_scan::{SCAN_IMAGE_JOB, Scanner, scan_job_of};
 use registry_scanner::osv::parse_advisory;
 use registry_testkit::ManualClock;
+use registry_testkit::support::tar_layer;
 use serde_json::json;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -83,18 +84,6 @@ fn env() -> Env {
         vulns: meta,
         _dir: dir,
     }
-}
-
-fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        builder.append_data(&mut h, path, *data).unwrap();
-    }
-    builder.into_inner().unwrap()
 }
 
 const OS_RELEASE: &[u8] = b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n";

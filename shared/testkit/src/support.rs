@@ -1,5 +1,6 @@
-//! Helpers the contract suites share: deterministic test data, draining byte streams, and
-//! opening blob reads (following redirects to presigned URLs over HTTP).
+//! Helpers the contract suites and tests share: deterministic test data, names unique to
+//! a run, image layers, draining byte streams, and opening blob reads (following
+//! redirects to presigned URLs over HTTP).
 
 use std::sync::OnceLock;
 
@@ -24,6 +25,34 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// A short hex suffix unique to this run and process, for names in shared backends (the
+/// LocalStack table and queues outlive runs).
+pub fn run_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:x}",
+        (nanos ^ (u128::from(std::process::id()) << 40)) & 0xffff_ffff_ffff
+    )
+}
+
+/// An uncompressed tar layer holding `files` (regular files, mode 0644).
+pub fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, path, *data)
+            .expect("a tar entry in memory");
+    }
+    builder.into_inner().expect("a tar archive in memory")
 }
 
 /// A body stream of `chunks`, in order.
