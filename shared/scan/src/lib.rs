@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use registry_core::events::{Event, EventKind, EventRelay};
 use registry_core::ports::{
-    BlobStore, Clock, Job, JobQueue, MetadataStore, ScanStore, VulnerabilityStore,
+    BlobStore, Clock, Job, JobQueue, ManifestRecord, MetadataStore, ScanStore, VulnerabilityStore,
 };
 use registry_core::registry::{StartUpload, UploadStart};
 use registry_core::scan::{ReportFinding, ScanReport, ScanStatus, SeveritySummary};
@@ -208,7 +208,7 @@ impl Scanner {
             .iter()
             .map(|l| (l.digest.clone(), l.media_type.clone().unwrap_or_default()))
             .collect();
-        let report = match self.findings(repo, digest, &layers).await {
+        let report = match self.findings(repo, &record, &layers).await {
             Ok(report) => report,
             Err(Failure::Transient(e)) => return Err(e),
             Err(Failure::Image(why)) => self.failed_report(repo, digest, why),
@@ -285,11 +285,12 @@ impl Scanner {
     async fn findings(
         &self,
         repo: &RepoName,
-        digest: &Digest,
+        image: &ManifestRecord,
         layers: &[(Digest, String)],
     ) -> Result<ScanReport, Failure> {
+        let digest = &image.digest;
         let inventory = self.inventory(layers).await?;
-        let sbom = self.push_sbom(repo, digest, &inventory).await?;
+        let sbom = self.push_sbom(repo, image, &inventory).await?;
         let db = self.vulns.current_db().await?;
         let mut index = AdvisoryIndex::new();
         if let Some(db) = &db {
@@ -358,14 +359,10 @@ impl Scanner {
     async fn push_sbom(
         &self,
         repo: &RepoName,
-        digest: &Digest,
+        image: &ManifestRecord,
         inventory: &Inventory,
     ) -> Result<Digest, Failure> {
-        let image = self
-            .meta
-            .get_manifest(repo, digest)
-            .await?
-            .ok_or_else(|| Failure::Image("the image was deleted during the scan".into()))?;
+        let digest = &image.digest;
         let digest_text = digest.to_string();
         let document = cyclonedx(
             inventory,
