@@ -4,19 +4,18 @@
 //! it; `/api/v1/scan-reports` answers in the registry's format and in Harbor's; the SBOM
 //! is a referrer of the image.
 
+mod common;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Method, Request, StatusCode};
-use base64::Engine;
-use http_body_util::BodyExt;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode};
+use common::basic;
 use registry_app::ServerConfig;
 use registry_app::compose::build;
 use registry_core::worker::PollConfig;
 use serde_json::{Value, json};
-use sha2::Digest as _;
-use tower::ServiceExt;
 
 const ADMIN: &str = "root";
 const PASSWORD: &str = "pw-for-scanning";
@@ -69,13 +68,6 @@ async fn env() -> Env {
     }
 }
 
-fn basic(user: &str, password: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
-
 impl Env {
     async fn send(
         &self,
@@ -85,25 +77,7 @@ impl Env {
         ct: &str,
         body: Vec<u8>,
     ) -> (StatusCode, HeaderMap, Bytes) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", ct);
-        if let Some(a) = auth {
-            req = req.header("authorization", a);
-        }
-        let res = self
-            .app
-            .clone()
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let (parts, body) = res.into_parts();
-        (
-            parts.status,
-            parts.headers,
-            body.collect().await.unwrap().to_bytes(),
-        )
+        common::send(&self.app, method, uri, auth, ct, body).await
     }
 
     async fn admin(
@@ -118,17 +92,7 @@ impl Env {
     }
 
     async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
-        let digest = format!("sha256:{}", hex(&sha2::Sha256::digest(data)));
-        let (status, _, body) = self
-            .admin(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
-                "application/octet-stream",
-                data.to_vec(),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body:?}");
-        digest
+        common::push_blob(&self.app, &basic(ADMIN, PASSWORD), repo, data).await
     }
 
     async fn report(
@@ -164,10 +128,6 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn layer() -> Vec<u8> {

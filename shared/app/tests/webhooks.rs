@@ -6,6 +6,8 @@
 //! log; re-sends by hand; the outbox sweep; and the outbound guard (SSRF). The AWS
 //! tests need `source localstack/env` and fail (never skip) without it.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +16,6 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use base64::Engine;
 use hmac::{KeyInit, Mac};
-use http_body_util::BodyExt;
 use registry_app::ServerConfig;
 use registry_app::compose::{EventsRuntime, build, events_runtime, stores};
 use registry_core::RepoName;
@@ -22,7 +23,6 @@ use registry_core::events::{Event, EventKind};
 use registry_core::ports::SystemClock;
 use registry_core::worker::PollConfig;
 use serde_json::{Value, json};
-use sha2::Digest as _;
 use tower::ServiceExt;
 
 const ADMIN: &str = "root";
@@ -291,10 +291,7 @@ on_both_backends!(
 );
 
 fn basic() -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN}:{PASSWORD}"))
-    )
+    common::basic(ADMIN, PASSWORD)
 }
 
 impl Env {
@@ -317,20 +314,7 @@ impl Env {
         ct: &str,
         body: Vec<u8>,
     ) -> (StatusCode, HeaderMap, Bytes) {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", basic())
-            .header("content-type", ct)
-            .body(Body::from(body))
-            .unwrap();
-        let res = self.app.clone().oneshot(req).await.unwrap();
-        let (parts, body) = res.into_parts();
-        (
-            parts.status,
-            parts.headers,
-            body.collect().await.unwrap().to_bytes(),
-        )
+        common::send(&self.app, method, uri, Some(&basic()), ct, body).await
     }
 
     async fn api(&self, method: Method, uri: &str, body: Value) -> (StatusCode, Value) {
@@ -372,17 +356,7 @@ impl Env {
     }
 
     async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
-        let digest = format!("sha256:{}", hex(&sha2::Sha256::digest(data)));
-        let (status, _, body) = self
-            .send(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
-                "application/octet-stream",
-                data.to_vec(),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body:?}");
-        digest
+        common::push_blob(&self.app, &basic(), repo, data).await
     }
 
     /// Pushes a one-layer image tagged `tag`; returns the manifest digest.
@@ -413,10 +387,6 @@ impl Env {
             .unwrap()
             .to_owned()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn kinds_at(received: &[Received], path: &str) -> BTreeSet<String> {
