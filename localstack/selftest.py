@@ -14,12 +14,13 @@ import boto3
 from botocore.config import Config
 
 ENDPOINT = os.environ.get("AWS_ENDPOINT_URL") or "http://127.0.0.1:4566"
-BUCKET = os.environ.get("REGISTRY_S3_BUCKET", "registry-blobs")
-TABLE = os.environ.get("REGISTRY_DYNAMODB_TABLE", "registry")
-QUEUES = {  # name -> (env var of its URL, env var of its DLQ URL, visibility timeout)
-    "registry-scan": ("REGISTRY_SCAN_QUEUE_URL", "REGISTRY_SCAN_DLQ_URL", 900),
-    "registry-proxy-fill": ("REGISTRY_PROXY_FILL_QUEUE_URL", "REGISTRY_PROXY_FILL_DLQ_URL", 900),
-    "registry-webhook": ("REGISTRY_WEBHOOK_QUEUE_URL", "REGISTRY_WEBHOOK_DLQ_URL", 60),
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "infra", "resources.json")) as f:
+    MANIFEST = json.load(f)
+NAMING = MANIFEST["localstack"]
+BUCKET = os.environ.get("REGISTRY_S3_BUCKET", MANIFEST["bucket"]["name"].format(**NAMING))
+TABLE = os.environ.get("REGISTRY_DYNAMODB_TABLE", MANIFEST["table"]["name"].format(**NAMING))
+QUEUES = {  # name -> (env var of its URL, env var of its DLQ URL, visibility timeout), from infra/resources.json
+    q["name"].format(**NAMING): (q["env"], q["dlqEnv"], q["visibilityTimeoutSecs"]) for q in MANIFEST["queues"]
 }
 
 session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")

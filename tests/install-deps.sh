@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what tests/e2e and tests/bench need on Debian bookworm (run as root): skopeo,
-# umoci, podman, buildah and mmdebstrap (builds the Debian image the scan test scans) from apt, and a Python venv at tests/.venv pinned by tests/requirements.txt. Idempotent;
+# umoci, podman, buildah and mmdebstrap (builds the Debian image the scan test scans) from apt, a Python venv at tests/.venv pinned by tests/requirements.txt, and tests/.venv-infra (cfn-lint, checkov, boto3) pinned by tests/requirements-infra.txt. Idempotent;
 # a second run only checks and returns within a second or two.
 set -euo pipefail
 
@@ -23,15 +23,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     as_root apt-get install -y -qq skopeo umoci podman buildah mmdebstrap
 fi
 
-# --- Python venv -------------------------------------------------------------
-# The stamp records which requirements and interpreter the venv was built from.
-stamp="$venv/.requirements.sha256"
-want="$( (sha256sum "$req" | cut -d' ' -f1; "$python" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
-if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-    && "$venv/bin/python" -c 'import pytest, oras' >/dev/null 2>&1; then
-    exit 0
-fi
-
+# --- Python venvs -------------------------------------------------------------
 if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     echo "install-deps: $python lacks venv/ensurepip; installing python3-venv" >&2
     export DEBIAN_FRONTEND=noninteractive
@@ -39,10 +31,28 @@ if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     as_root apt-get install -y -qq python3-venv
 fi
 
-echo "install-deps: creating $venv" >&2
-rm -rf "$venv"
-"$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-"$venv/bin/python" -c 'import pytest, oras' >/dev/null
-echo "$want" > "$stamp"
-echo "install-deps: done ($("$venv/bin/python" -m pytest --version 2>&1), oras $("$venv/bin/python" -c 'import oras; print(oras.__version__)'))" >&2
+# install_venv DIR REQUIREMENTS MODULES...: (re)builds DIR from the pinned REQUIREMENTS unless
+# its stamp says it already was (same requirements, same interpreter) and MODULES import.
+install_venv() {
+    local dir="$1" requirements="$2"; shift 2
+    local imports; imports="import $(IFS=,; echo "$*")"
+    local stamp="$dir/.requirements.sha256" want
+    want="$( (sha256sum "$requirements" | cut -d' ' -f1; "$python" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
+    if [ -x "$dir/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+        && "$dir/bin/python" -c "$imports" >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "install-deps: creating $dir" >&2
+    rm -rf "$dir"
+    "$python" -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    "$dir/bin/python" -c "$imports" >/dev/null
+    echo "$want" > "$stamp"
+    echo "install-deps: $dir ready" >&2
+}
+
+# The e2e suite: pytest and the oras SDK.
+install_venv "$venv" "$req" pytest oras
+# The infrastructure tests' tools (cfn-lint, checkov, boto3), apart: checkov pins its own
+# versions of packages the e2e venv also has.
+install_venv "${INFRA_VENV:-$here/.venv-infra}" "$here/requirements-infra.txt" cfnlint checkov boto3

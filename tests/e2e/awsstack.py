@@ -45,6 +45,7 @@ class AwsRegistry(RegistryProcess):
     def __init__(self, binary: Path, log_path: Path, env: dict):
         super().__init__(binary, log_path.parent, log_path)
         self.env = env
+        self.authenticated = bool(env.get("REGISTRY_ADMIN_PASSWORD"))
 
     def start(self) -> "AwsRegistry":
         self.port = free_port()

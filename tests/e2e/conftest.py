@@ -113,7 +113,8 @@ class RegistryProcess:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
-        ready = (200, 401) if self.extra_args else (200,)
+        # With authentication on (extra args, or an AWS process given an admin), /v2/ says 401.
+        ready = (200, 401) if self.extra_args or getattr(self, "authenticated", False) else (200,)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"registry exited with {self.proc.returncode} before answering")

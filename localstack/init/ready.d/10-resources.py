@@ -1,4 +1,6 @@
 # Init hook: create (or converge) the registry's S3 bucket, DynamoDB table and SQS queues in LocalStack; idempotent.
+# What to create comes from infra/resources.json (the same names infra/template.yaml gives a stack
+# called "registry" in LocalStack's account and region).
 #
 # Runs in two ways, with the same code:
 #   * by LocalStack itself, as a READY-stage init hook (files in /etc/localstack/init/ready.d;
@@ -21,20 +23,42 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-REGION = "us-east-1"
-BUCKET = "registry-blobs"
-TABLE = "registry"
-TTL_ATTRIBUTE = "expires_at"
-MAX_RECEIVE_COUNT = 5
-DLQ_RETENTION_SECONDS = 14 * 24 * 3600
-# queue name -> (visibility timeout seconds, env variable of its URL, env variable of its DLQ URL)
+STANDALONE = globals().get("__name__") == "__main__"
+
+
+def manifest_path():
+    """infra/resources.json: named by $REGISTRY_RESOURCES_MANIFEST (set by localstack/start and the
+    compose file, since a hook run by LocalStack has no __file__), else found from this file."""
+    path = os.environ.get("REGISTRY_RESOURCES_MANIFEST")
+    if path:
+        return path
+    if STANDALONE:
+        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "infra", "resources.json")
+    raise RuntimeError("REGISTRY_RESOURCES_MANIFEST is not set: cannot find infra/resources.json")
+
+
+with open(manifest_path()) as f:
+    MANIFEST = json.load(f)
+NAMING = MANIFEST["localstack"]
+
+
+def resource_name(pattern):
+    return pattern.format(**NAMING)
+
+
+REGION = NAMING["region"]
+BUCKET = resource_name(MANIFEST["bucket"]["name"])
+TABLE = resource_name(MANIFEST["table"]["name"])
+HASH_KEY = MANIFEST["table"]["hashKey"]
+RANGE_KEY = MANIFEST["table"]["rangeKey"]
+TTL_ATTRIBUTE = MANIFEST["table"]["ttlAttribute"]
+DLQ_RETENTION_SECONDS = MANIFEST["deadLetterRetentionSecs"]
+# queue name -> (visibility timeout seconds, maxReceiveCount, env variable of its URL, env variable of its DLQ URL)
 QUEUES = {
-    "registry-scan": (900, "REGISTRY_SCAN_QUEUE_URL", "REGISTRY_SCAN_DLQ_URL"),
-    "registry-proxy-fill": (900, "REGISTRY_PROXY_FILL_QUEUE_URL", "REGISTRY_PROXY_FILL_DLQ_URL"),
-    "registry-webhook": (60, "REGISTRY_WEBHOOK_QUEUE_URL", "REGISTRY_WEBHOOK_DLQ_URL"),
+    resource_name(q["name"]): (q["visibilityTimeoutSecs"], q["maxReceiveCount"], q["env"], q["dlqEnv"])
+    for q in MANIFEST["queues"]
 }
 
-STANDALONE = globals().get("__name__") == "__main__"
 
 
 def log(msg):
@@ -86,7 +110,7 @@ def ensure_bucket(s3):
 
 
 def ensure_table(ddb):
-    want_keys = [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+    want_keys = [{"AttributeName": HASH_KEY, "KeyType": "HASH"}, {"AttributeName": RANGE_KEY, "KeyType": "RANGE"}]
     state = "exists"
     try:
         desc = ddb.describe_table(TableName=TABLE)["Table"]
@@ -97,8 +121,8 @@ def ensure_table(ddb):
             ddb.create_table(
                 TableName=TABLE,
                 AttributeDefinitions=[
-                    {"AttributeName": "pk", "AttributeType": "S"},
-                    {"AttributeName": "sk", "AttributeType": "S"},
+                    {"AttributeName": HASH_KEY, "AttributeType": "S"},
+                    {"AttributeName": RANGE_KEY, "AttributeType": "S"},
                 ],
                 KeySchema=want_keys,
                 BillingMode="PAY_PER_REQUEST",
@@ -117,8 +141,8 @@ def ensure_table(ddb):
     if desc["KeySchema"] != want_keys:
         raise RuntimeError(f"table {TABLE} exists with key schema {desc['KeySchema']}, want {want_keys}")
     attrs = {a["AttributeName"]: a["AttributeType"] for a in desc["AttributeDefinitions"]}
-    if attrs.get("pk") != "S" or attrs.get("sk") != "S":
-        raise RuntimeError(f"table {TABLE} has key attribute types {attrs}, want pk/sk of type S")
+    if attrs.get(HASH_KEY) != "S" or attrs.get(RANGE_KEY) != "S":
+        raise RuntimeError(f"table {TABLE} has key attribute types {attrs}, want {HASH_KEY}/{RANGE_KEY} of type S")
     billing = desc.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")
     if billing != "PAY_PER_REQUEST":
         ddb.update_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST")
@@ -170,11 +194,11 @@ def same_attribute(key, have, want):
 def ensure_queues(sqs):
     urls = {}
     states = []
-    for name, (visibility, _, _) in QUEUES.items():
+    for name, (visibility, max_receive_count, _, _) in QUEUES.items():
         dlq = f"{name}-dlq"
         dlq_url, dlq_state = ensure_queue(sqs, dlq, {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)})
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
+        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
         url, state = ensure_queue(sqs, name, {"VisibilityTimeout": str(visibility), "RedrivePolicy": redrive})
         # verify what the main queue ended up with
         got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
@@ -190,7 +214,7 @@ def ensure_queues(sqs):
 def check_env_urls(urls):
     """Standalone only: the URLs exported by localstack/env must be the ones LocalStack returns."""
     mismatches = []
-    for name, (_, var, dlq_var) in QUEUES.items():
+    for name, (_, _, var, dlq_var) in QUEUES.items():
         for env_var, queue in ((var, name), (dlq_var, f"{name}-dlq")):
             value = os.environ.get(env_var)
             if value is not None and value != urls[queue]:

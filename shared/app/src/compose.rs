@@ -158,7 +158,7 @@ pub async fn build_registry(config: &ServerConfig) -> Result<Arc<Registry>> {
 /// The signing keys: from configuration, or (embedded) a key file generated on first start.
 fn signing_keys(config: &ServerConfig) -> Result<KeySet> {
     let pem = match (&config.token_signing_key, config.backend) {
-        (Some(pem), _) => pem.clone(),
+        (Some(configured), _) => registry_core::auth::token::private_key_pem(configured)?,
         (None, Backend::Embedded) => {
             let path = config.data_dir.join("token-signing-key.pem");
             match std::fs::read_to_string(&path) {

@@ -89,7 +89,7 @@ pub struct ServerConfig {
     #[arg(long, env = "REGISTRY_PUBLIC_URL")]
     pub public_url: Option<String>,
 
-    /// The token signing key (PKCS#8 PEM); embedded default: a key file generated under
+    /// The token signing key (PKCS#8 PEM, or the base64 of its DER on one line); embedded default: a key file generated under
     /// the data dir. Never logged.
     #[arg(long, env = "REGISTRY_TOKEN_SIGNING_KEY", hide_env_values = true)]
     pub token_signing_key: Option<String>,
@@ -193,7 +193,7 @@ pub struct AwsConfig {
     #[arg(
         long = "s3-bucket",
         env = "REGISTRY_S3_BUCKET",
-        default_value = "registry-blobs"
+        default_value = "registry-blobs-000000000000-us-east-1"
     )]
     pub bucket: String,
 

@@ -169,6 +169,21 @@ fn load_private(kid: &str, pem: &str) -> Result<(SigningKey, VerifyingKey)> {
     Ok((signing, verifying))
 }
 
+/// A configured signing key as PKCS#8 PEM: given as PEM, or as the base64 of its DER on
+/// one line (what fits a CloudFormation parameter: `openssl genpkey -algorithm EC -pkeyopt
+/// ec_paramgen_curve:P-256 | openssl pkcs8 -topk8 -nocrypt -outform DER | base64 -w0`).
+pub fn private_key_pem(configured: &str) -> Result<String> {
+    let value = configured.trim();
+    if value.starts_with("-----BEGIN ") {
+        return Ok(configured.to_owned());
+    }
+    let compact: String = value.split_whitespace().collect();
+    let der = STANDARD.decode(compact.as_bytes()).map_err(|_| {
+        internal("the signing key is neither a PEM nor the base64 of a PKCS#8 DER key")
+    })?;
+    Ok(pem_encode("PRIVATE KEY", &der))
+}
+
 /// The key id (RFC 7638 JWK thumbprint) of a P-256 private key PEM.
 pub fn key_id(pem: &str) -> Result<String> {
     let encoding = EncodingKey::from_ec_pem(pem.as_bytes())
@@ -843,5 +858,16 @@ mod tests {
             },
             tokens[0].len()
         );
+    }
+
+    #[test]
+    fn a_signing_key_may_be_given_as_the_base64_of_its_der() {
+        let (_, pem) = KeySet::generate_pem().unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let from_base64 = private_key_pem(&body).unwrap();
+        assert_eq!(key_id(&from_base64).unwrap(), key_id(&pem).unwrap());
+        assert_eq!(private_key_pem(&pem).unwrap(), pem);
+        assert!(private_key_pem("not base64 at all!").is_err());
+        assert!(key_id(&private_key_pem("aGVsbG8=").unwrap()).is_err());
     }
 }
