@@ -15,7 +15,7 @@ case "$arch" in
   *) echo "build.sh: architecture must be arm64 or x86_64, not $arch" >&2; exit 2 ;;
 esac
 # The functions the template deploys (its CodeUri directories): keep in step with infra/registry-resources.json.
-functions=(registry-api registry-scan registry-webhook)
+functions=(registry-api registry-scan registry-webhook registry-proxy-fill)
 
 venv=target/cargo-lambda-venv
 if ! "$venv/bin/cargo-lambda" --version >/dev/null 2>&1; then
@@ -27,7 +27,7 @@ rustup target list --installed 2>/dev/null | grep -qx "$target" || rustup target
 
 bins=()
 for f in "${functions[@]}"; do bins+=(--bin "$f"); done
-cargo lambda build --release "$flag" -p registry-api -p registry-scan-function -p registry-webhook "${bins[@]}"
+cargo lambda build --release "$flag" -p registry-api -p registry-scan-function -p registry-webhook -p registry-proxy-fill "${bins[@]}"
 
 for f in "${functions[@]}"; do
   boot=target/lambda/$f/bootstrap

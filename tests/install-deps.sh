@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tests/e2e and tests/bench need on Debian bookworm (run as root): skopeo,
-# umoci, podman, buildah and mmdebstrap (builds the Debian image the scan test scans) from apt, a Python venv at tests/.venv pinned by tests/requirements.txt, and tests/.venv-infra (cfn-lint, checkov, boto3) pinned by tests/requirements-infra.txt. Idempotent;
+# umoci, podman, buildah, mmdebstrap (builds the Debian image the scan test scans),
+# docker-registry and htpasswd (the proxy tests' upstream) from apt, a Python venv at tests/.venv pinned by tests/requirements.txt, and tests/.venv-infra (cfn-lint, checkov, boto3) pinned by tests/requirements-infra.txt. Idempotent;
 # a second run only checks and returns within a second or two.
 set -euo pipefail
 
@@ -12,15 +13,19 @@ req="$here/requirements.txt"
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # --- system packages ---------------------------------------------------------
+# tool -> Debian package: docker-registry (the reference registry 2.8) is the proxy tests'
+# upstream, htpasswd (apache2-utils) makes its bcrypt password file.
+declare -A package_of=([skopeo]=skopeo [umoci]=umoci [podman]=podman [buildah]=buildah
+    [mmdebstrap]=mmdebstrap [docker-registry]=docker-registry [htpasswd]=apache2-utils)
 missing=()
-for tool in skopeo umoci podman buildah mmdebstrap; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+for tool in "${!package_of[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "install-deps: installing ${missing[*]} with apt" >&2
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq
-    as_root apt-get install -y -qq skopeo umoci podman buildah mmdebstrap
+    as_root apt-get install -y -qq "${missing[@]}"
 fi
 
 # --- Python venvs -------------------------------------------------------------

@@ -15,6 +15,9 @@ pub async fn app(config: &ServerConfig) -> Result<axum::Router, registry_core::R
     config
         .max_request_body
         .get_or_insert(DEFAULT_MAX_REQUEST_BODY);
+    // A function cannot stream a large blob: uncached proxy blobs go to the upstream's
+    // download URL while a proxy-fill job caches them.
+    config.events.proxy_redirect_blobs = true;
     // A deployed function never runs open by accident: it needs an admin or --no-auth.
     let state = registry_app::compose::build_state(&config, false).await?;
     Ok(registry_http::router(state))

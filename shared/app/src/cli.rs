@@ -58,6 +58,9 @@ pub enum Command {
     Scan(ScanArgs),
     /// Read the audit log (system admins).
     Audit(AuditArgs),
+    /// Proxy projects: prefetch images into the cache.
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
 }
 
 /// `registry scan REPOSITORY DIGEST`
@@ -220,12 +223,15 @@ pub enum GroupCommand {
 /// `registry project …`
 #[derive(Debug, Clone, Subcommand)]
 pub enum ProjectCommand {
-    /// Create a project (private unless `--public`).
+    /// Create a project (private unless `--public`); with `--proxy-url`, a read-only
+    /// pull-through cache of that upstream registry.
     Create {
         name: String,
         /// Anyone may pull from the project.
         #[arg(long)]
         public: bool,
+        #[command(flatten)]
+        proxy: ProxyOpts,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -245,6 +251,68 @@ pub enum ProjectCommand {
     /// Delete a project.
     Delete {
         name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+/// A proxy project's upstream (`registry project create hub --proxy-url
+/// https://registry-1.docker.io`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProxyOpts {
+    /// Make the project a pull-through cache of this registry.
+    #[arg(long)]
+    pub proxy_url: Option<String>,
+    /// Upstream username (anonymous without).
+    #[arg(long, requires = "proxy_url")]
+    pub proxy_username: Option<String>,
+    /// Read the upstream password from standard input (stored sealed).
+    #[arg(long, requires = "proxy_username")]
+    pub proxy_password_stdin: bool,
+    /// Seconds a cached tag is served before the upstream is asked again (default 300).
+    #[arg(long, requires = "proxy_url")]
+    pub freshness_secs: Option<u64>,
+    /// Most bytes of blobs to cache.
+    #[arg(long, requires = "proxy_url")]
+    pub max_cache_bytes: Option<u64>,
+}
+
+impl ProxyOpts {
+    /// The `proxy` object of a project creation, if any.
+    fn request(&self) -> Result<Option<serde_json::Value>, CliError> {
+        let Some(url) = &self.proxy_url else {
+            return Ok(None);
+        };
+        let mut proxy = json!({ "upstreamUrl": url });
+        if let Some(u) = &self.proxy_username {
+            proxy["username"] = json!(u);
+        }
+        if self.proxy_password_stdin {
+            proxy["password"] = json!(read_stdin_line()?);
+        }
+        if let Some(f) = self.freshness_secs {
+            proxy["freshnessSecs"] = json!(f);
+        }
+        if let Some(m) = self.max_cache_bytes {
+            proxy["maxCacheBytes"] = json!(m);
+        }
+        Ok(Some(proxy))
+    }
+}
+
+/// `registry proxy …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum ProxyCommand {
+    /// Queue copies of images (all blobs of one platform) into a proxy project's cache,
+    /// to serve them later without the upstream.
+    Prefetch {
+        project: String,
+        /// Upstream names with a tag or digest (`library/ubuntu:18.04`).
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// `os/architecture[/variant]` for multi-platform images (default linux/amd64).
+        #[arg(long)]
+        platform: Option<String>,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -487,6 +555,37 @@ pub async fn execute(command: &Command, out: &mut dyn Write) -> Result<(), CliEr
         Command::Vulndb(c) => vulndb(c, None, out).await,
         Command::Scan(a) => scan_report(a, out).await,
         Command::Audit(a) => audit(a, out).await,
+        Command::Proxy(c) => proxy(c, out).await,
+    }
+}
+
+async fn proxy(command: &ProxyCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    match command {
+        ProxyCommand::Prefetch {
+            project,
+            images,
+            platform,
+            client,
+        } => {
+            let c = Client::new(client)?;
+            let mut body = json!({ "images": images });
+            if let Some(p) = platform {
+                body["platform"] = json!(p);
+            }
+            let res = c
+                .post(
+                    &format!("/projects/{}/proxy/prefetch", encode_segment(project)),
+                    body,
+                )
+                .await?;
+            c.emit(out, &res, |o| {
+                let queued = res
+                    .get("queued")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                writeln!(o, "queued {queued} image(s) for {project}")
+            })
+        }
     }
 }
 
@@ -988,15 +1087,22 @@ async fn project(cmd: &ProjectCommand, out: &mut dyn Write) -> Result<(), CliErr
         ProjectCommand::Create {
             name,
             public,
+            proxy,
             client,
         } => {
             let c = Client::new(client)?;
-            let res = c
-                .post("/projects", json!({"name": name, "public": public}))
-                .await?;
+            let mut body = json!({"name": name, "public": public});
+            let upstream = proxy.request()?;
+            if let Some(p) = &upstream {
+                body["proxy"] = p.clone();
+            }
+            let res = c.post("/projects", body).await?;
             c.emit(out, &res, |o| {
                 let vis = if *public { "public" } else { "private" };
-                writeln!(o, "created {vis} project {name}")
+                match &proxy.proxy_url {
+                    Some(url) => writeln!(o, "created {vis} proxy project {name} of {url}"),
+                    None => writeln!(o, "created {vis} project {name}"),
+                }
             })
         }
         ProjectCommand::List { client } => {

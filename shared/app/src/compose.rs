@@ -1,6 +1,7 @@
-//! Builds the `Registry`, the authentication and the event machinery (outbox relay,
-//! webhooks, the webhook queue's worker) over the configured backend: the one place
-//! adapters are chosen and the auth rules of start-up are applied.
+//! Builds the `Registry`, the authentication, the event machinery (outbox relay,
+//! webhooks, the webhook queue's worker), the scanner and the proxy projects' machinery
+//! over the configured backend: the one place adapters are chosen and the auth rules of
+//! start-up are applied.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,15 +14,16 @@ use registry_core::auth::{AuthService, AuthSettings, KeySet, ThrottleConfig, Tok
 use registry_core::events::{EventRelay, EventsConfig};
 use registry_core::outbound::OutboundGuard;
 use registry_core::ports::{
-    BlobStore, Clock, IdentityStore, JobQueue, MetadataStore, ScanStore, SystemClock,
-    VulnerabilityStore, WebhookStore,
+    BlobStore, Clock, IdentityStore, JobQueue, MetadataStore, ProxyCacheStore, ScanStore,
+    SystemClock, VulnerabilityStore, WebhookStore,
 };
+use registry_core::proxy::{BlobFetchMode, CredentialBox, ProxyCache, ProxyFiller};
 use registry_core::webhooks::Webhooks;
 use registry_core::worker::{RetryPolicy, Worker};
 use registry_core::{Registry, RegistryConfig, RegistryError, Result};
 use registry_embedded::{EmbeddedJobQueue, EmbeddedMetadataStore, FileBlobStore, open_database};
 use registry_http::AppState;
-use registry_outbound::{GuardedHttpClient, OutboundConfig};
+use registry_outbound::{GuardedHttpClient, GuardedUpstreamClient, OutboundConfig, UpstreamConfig};
 use registry_scan::Scanner;
 
 use crate::config::{AwsConfig, Backend, ServerConfig};
@@ -68,6 +70,11 @@ pub struct Stores {
     pub vulns: Arc<dyn VulnerabilityStore>,
     /// The scan queue; `None` (AWS without `REGISTRY_SCAN_QUEUE_URL`): no scanning.
     pub scan_queue: Option<Arc<dyn JobQueue>>,
+    /// Proxy projects' tag checks and cache sizes.
+    pub proxy: Arc<dyn ProxyCacheStore>,
+    /// The proxy-fill queue; `None` (AWS without `REGISTRY_PROXY_FILL_QUEUE_URL`): no
+    /// prefetch, and no background fills.
+    pub proxy_fill_queue: Option<Arc<dyn JobQueue>>,
 }
 
 /// The SQS queue at `url` with its dead-letter queue (`dlq`, or `<url>-dlq`).
@@ -94,10 +101,16 @@ pub async fn stores(config: &ServerConfig) -> Result<Stores> {
                 config.events.webhook_max_receives,
             )?;
             let scan_queue = EmbeddedJobQueue::named(
-                db,
+                db.clone(),
                 "scan",
                 Arc::new(SystemClock),
                 config.events.scan_max_receives,
+            )?;
+            let proxy_fill_queue = EmbeddedJobQueue::named(
+                db,
+                "proxy-fill",
+                Arc::new(SystemClock),
+                config.events.proxy_fill_max_receives,
             )?;
             Ok(Stores {
                 blobs: Arc::new(FileBlobStore::new(&config.data_dir)?),
@@ -106,8 +119,10 @@ pub async fn stores(config: &ServerConfig) -> Result<Stores> {
                 webhooks: meta.clone(),
                 webhook_queue: Some(Arc::new(queue)),
                 scans: meta.clone(),
-                vulns: meta,
+                vulns: meta.clone(),
                 scan_queue: Some(Arc::new(scan_queue)),
+                proxy: meta,
+                proxy_fill_queue: Some(Arc::new(proxy_fill_queue)),
             })
         }
         Backend::Aws => {
@@ -140,11 +155,16 @@ pub async fn stores(config: &ServerConfig) -> Result<Stores> {
                     .as_ref()
                     .map(|url| sqs_queue(&clients, url, aws.webhook_dlq_url.as_ref())),
                 scans: meta.clone(),
-                vulns: meta,
+                vulns: meta.clone(),
                 scan_queue: aws
                     .scan_queue_url
                     .as_ref()
                     .map(|url| sqs_queue(&clients, url, aws.scan_dlq_url.as_ref())),
+                proxy: meta,
+                proxy_fill_queue: aws
+                    .proxy_fill_queue_url
+                    .as_ref()
+                    .map(|url| sqs_queue(&clients, url, aws.proxy_fill_dlq_url.as_ref())),
             })
         }
     }
@@ -156,8 +176,10 @@ pub async fn build_registry(config: &ServerConfig) -> Result<Arc<Registry>> {
 }
 
 /// The signing keys: from configuration, or (embedded) a key file generated on first start.
-fn signing_keys(config: &ServerConfig) -> Result<KeySet> {
-    let pem = match (&config.token_signing_key, config.backend) {
+/// The token signing key's PEM: configured, or (embedded) the key file, generated on
+/// first start; `None` on AWS without one.
+fn signing_key_pem(config: &ServerConfig) -> Result<Option<String>> {
+    Ok(Some(match (&config.token_signing_key, config.backend) {
         (Some(configured), _) => registry_core::auth::token::private_key_pem(configured)?,
         (None, Backend::Embedded) => {
             let path = config.data_dir.join("token-signing-key.pem");
@@ -171,12 +193,15 @@ fn signing_keys(config: &ServerConfig) -> Result<KeySet> {
                 }
             }
         }
-        (None, Backend::Aws) => {
-            return Err(RegistryError::Storage(
-                "REGISTRY_TOKEN_SIGNING_KEY is required with authentication on the AWS backend"
-                    .into(),
-            ));
-        }
+        (None, Backend::Aws) => return Ok(None),
+    }))
+}
+
+fn signing_keys(config: &ServerConfig) -> Result<KeySet> {
+    let Some(pem) = signing_key_pem(config)? else {
+        return Err(RegistryError::Storage(
+            "REGISTRY_TOKEN_SIGNING_KEY is required with authentication on the AWS backend".into(),
+        ));
     };
     let kid = registry_core::auth::token::key_id(&pem)?;
     // Rotation: the previous keys keep verifying the tokens they signed.
@@ -324,6 +349,8 @@ pub fn events_runtime(
 pub struct Workers {
     pub events: Option<EventsRuntime>,
     pub scanning: Option<ScanRuntime>,
+    /// The proxy-fill queue's consumer, where that queue exists.
+    pub proxy_fill: Option<Arc<Worker>>,
 }
 
 /// The workers over the configured backend.
@@ -331,24 +358,86 @@ pub async fn build_workers(config: &ServerConfig) -> Result<Workers> {
     let stores = stores(config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let events = events_runtime(config, &stores, clock.clone())?;
-    let registry = registry_over(config, &stores, events.as_ref(), clock.clone());
-    let scanning = scan_runtime(config, &stores, registry, clock);
-    Ok(Workers { events, scanning })
+    let registry = registry_over(config, &stores, events.as_ref(), clock.clone())?;
+    let scanning = scan_runtime(config, &stores, registry.clone(), clock);
+    let proxy_fill = proxy_fill_worker(config, &stores, registry);
+    Ok(Workers {
+        events,
+        scanning,
+        proxy_fill,
+    })
 }
 
-/// The registry over `stores`, publishing through `events`, with the pull gate.
+/// The proxy-fill queue's consumer over `registry`, where that queue exists.
+pub fn proxy_fill_worker(
+    config: &ServerConfig,
+    stores: &Stores,
+    registry: Arc<Registry>,
+) -> Option<Arc<Worker>> {
+    let queue = stores.proxy_fill_queue.clone()?;
+    Some(Arc::new(Worker::new(
+        "proxy-fill",
+        queue,
+        Arc::new(ProxyFiller::new(registry)),
+        RetryPolicy {
+            base_delay_secs: config.events.proxy_fill_retry_base_secs,
+            max_delay_secs: 3600,
+            max_receives: config.events.proxy_fill_max_receives,
+        },
+    )))
+}
+
+/// The proxy-fill worker alone, for the proxy-fill function; its queue must be set.
+pub async fn build_proxy_fill(config: &ServerConfig) -> Result<Arc<Worker>> {
+    build_workers(config).await?.proxy_fill.ok_or_else(|| {
+        RegistryError::Storage(
+            "REGISTRY_PROXY_FILL_QUEUE_URL is required by the proxy-fill worker".into(),
+        )
+    })
+}
+
+/// Proxy projects' machinery over `stores`: the guarded upstream client, the credential
+/// key (from the token signing key), the blob mode and the proxy-fill queue.
+pub fn proxy_cache(config: &ServerConfig, stores: &Stores) -> Result<Arc<ProxyCache>> {
+    let upstream = GuardedUpstreamClient::new(UpstreamConfig {
+        guard: OutboundGuard::new(OutboundGuard::parse_allowed(&config.events.outbound_allow)?),
+        ..UpstreamConfig::default()
+    })?;
+    let credentials =
+        signing_key_pem(config)?.map(|pem| Arc::new(CredentialBox::from_secret(pem.as_bytes())));
+    let mode = if config.events.proxy_redirect_blobs {
+        BlobFetchMode::RedirectAndFill
+    } else {
+        BlobFetchMode::StreamAndStore
+    };
+    let mut proxy = ProxyCache::new(
+        stores.identities.clone(),
+        stores.proxy.clone(),
+        Arc::new(upstream),
+        credentials,
+        mode,
+    );
+    if let Some(queue) = &stores.proxy_fill_queue {
+        proxy = proxy.with_fill_queue(queue.clone());
+    }
+    Ok(Arc::new(proxy))
+}
+
+/// The registry over `stores`, publishing through `events`, with the pull gate and the
+/// proxy projects.
 fn registry_over(
     config: &ServerConfig,
     stores: &Stores,
     events: Option<&EventsRuntime>,
     clock: Arc<dyn Clock>,
-) -> Arc<Registry> {
+) -> Result<Arc<Registry>> {
     let mut registry = Registry::new(
         stores.blobs.clone(),
         stores.meta.clone(),
         clock,
         registry_config(config),
-    );
+    )
+    .with_proxy(proxy_cache(config, stores)?);
     if let Some(events) = events {
         registry = registry.with_events(events.relay.clone());
     }
@@ -360,13 +449,13 @@ fn registry_over(
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
-    Arc::new(
-        registry.with_pull_gate(Arc::new(registry_core::scan::PullGate::new(
+    Ok(Arc::new(registry.with_pull_gate(Arc::new(
+        registry_core::scan::PullGate::new(
             stores.identities.clone(),
             stores.scans.clone(),
             allowlist,
-        ))),
-    )
+        ),
+    ))))
 }
 
 /// The event machinery alone, for the webhook function; the webhook queue must be set.
@@ -428,6 +517,8 @@ pub struct Composed {
     pub state: AppState,
     pub events: Option<EventsRuntime>,
     pub scanning: Option<ScanRuntime>,
+    /// The proxy-fill queue's consumer, where that queue exists.
+    pub proxy_fill: Option<Arc<Worker>>,
 }
 
 /// The application state: the registry and, when on, the authentication.
@@ -440,7 +531,7 @@ pub async fn build(config: &ServerConfig, open_on_loopback: bool) -> Result<Comp
     let stores = stores(config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let events = events_runtime(config, &stores, clock.clone())?;
-    let registry = registry_over(config, &stores, events.as_ref(), clock.clone());
+    let registry = registry_over(config, &stores, events.as_ref(), clock.clone())?;
     let scanning = scan_runtime(config, &stores, registry.clone(), clock.clone());
     let auth = if auth_enabled(config, open_on_loopback)? {
         let public = public_url(config);
@@ -466,6 +557,7 @@ pub async fn build(config: &ServerConfig, open_on_loopback: bool) -> Result<Comp
     } else {
         None
     };
+    let proxy_fill = proxy_fill_worker(config, &stores, registry.clone());
     Ok(Composed {
         state: AppState {
             registry,
@@ -482,5 +574,6 @@ pub async fn build(config: &ServerConfig, open_on_loopback: bool) -> Result<Comp
         },
         events,
         scanning,
+        proxy_fill,
     })
 }

@@ -118,8 +118,8 @@ pub struct EventsSettings {
     pub pull_events: bool,
 
     /// Internal networks (comma-separated CIDRs, e.g. `10.0.0.0/8,127.0.0.1`) that
-    /// webhook targets may resolve to; loopback, link-local and private addresses are
-    /// refused otherwise.
+    /// webhook targets and proxy upstreams may resolve to; loopback, link-local and
+    /// private addresses are refused otherwise.
     #[arg(long, env = "REGISTRY_OUTBOUND_ALLOW", default_value = "")]
     pub outbound_allow: String,
 
@@ -171,6 +171,25 @@ pub struct EventsSettings {
     /// Seconds before the first retry of a failed scan (then doubling).
     #[arg(long, env = "REGISTRY_SCAN_RETRY_BASE_SECS", default_value_t = 30)]
     pub scan_retry_base_secs: u64,
+
+    /// Tries of a proxy-fill job before it goes to the dead-letter queue; on AWS it must
+    /// equal the proxy-fill queue's redrive `maxReceiveCount`.
+    #[arg(long, env = "REGISTRY_PROXY_FILL_MAX_RECEIVES", default_value_t = 5)]
+    pub proxy_fill_max_receives: u32,
+
+    /// Seconds before the first retry of a failed proxy fill (then doubling).
+    #[arg(
+        long,
+        env = "REGISTRY_PROXY_FILL_RETRY_BASE_SECS",
+        default_value_t = 30
+    )]
+    pub proxy_fill_retry_base_secs: u64,
+
+    /// Answer a proxy project's uncached blob with the upstream's own download URL when
+    /// it has one, and queue a proxy-fill job to cache it (the Lambda API function, which
+    /// cannot stream large bodies); otherwise blobs are streamed while they are stored.
+    #[arg(long, env = "REGISTRY_PROXY_REDIRECT_BLOBS", default_value_t = false)]
+    pub proxy_redirect_blobs: bool,
 
     /// Fault injection for crash tests: abort right after committing a change that
     /// records an event of this type (e.g. `manifest.pushed`), before publishing it.
@@ -232,6 +251,15 @@ pub struct AwsConfig {
     /// The scan queue's dead-letter queue.
     #[arg(long, env = "REGISTRY_SCAN_DLQ_URL")]
     pub scan_dlq_url: Option<String>,
+
+    /// The proxy-fill queue (copies of proxy projects' blobs and images into the cache,
+    /// prefetch); unset: no prefetch, and uncached proxy blobs are stored before serving.
+    #[arg(long, env = "REGISTRY_PROXY_FILL_QUEUE_URL")]
+    pub proxy_fill_queue_url: Option<String>,
+
+    /// The proxy-fill queue's dead-letter queue.
+    #[arg(long, env = "REGISTRY_PROXY_FILL_DLQ_URL")]
+    pub proxy_fill_dlq_url: Option<String>,
 }
 
 impl ServerConfig {

@@ -1,5 +1,5 @@
 //! The long-lived server process (the local all-in-one registry, or the upload endpoint):
-//! the HTTP app, upload expiry sweeps, the webhook and scan workers and the outbox sweep
+//! the HTTP app, upload expiry sweeps, the webhook, scan and proxy-fill workers and the outbox sweep
 //! (unless `--workers false`), and a clean shutdown on SIGINT or SIGTERM.
 
 use std::time::Duration;
@@ -31,9 +31,13 @@ pub async fn run(config: ServerConfig) -> Result<(), crate::BoxError> {
     if let Some(events) = composed.events.filter(|_| config.events.workers) {
         background = spawn_workers(events, &config, workers_stopped.clone());
     }
-    if let Some(scanning) = composed.scanning.filter(|_| config.events.workers) {
-        let worker = scanning.worker.clone();
-        let stop = workers_stopped;
+    let queue_workers = [composed.scanning.map(|s| s.worker), composed.proxy_fill];
+    for worker in queue_workers
+        .into_iter()
+        .flatten()
+        .filter(|_| config.events.workers)
+    {
+        let stop = workers_stopped.clone();
         background.push(tokio::spawn(async move {
             worker.run(PollConfig::default(), stop).await
         }));

@@ -354,6 +354,7 @@ async fn seed_identities(env: &Env) {
                 public,
                 created_at_ms: now,
                 vulnerability_policy: Default::default(),
+                proxy: None,
             })
             .await
             .expect("project");

@@ -1,11 +1,11 @@
 //! AWS adapters of the registry's ports: `S3BlobStore`, `DynamoMetadataStore` (also the
-//! `IdentityStore`, the `WebhookStore`, the `ScanStore` and the `VulnerabilityStore`),
-//! `SqsJobQueue`. The only crate that depends on
-//! `aws-sdk-*`.
+//! `IdentityStore`, the `WebhookStore`, the `ScanStore`, the `VulnerabilityStore` and the
+//! `ProxyCacheStore`), `SqsJobQueue`. The only crate that depends on `aws-sdk-*`.
 
 pub mod clients;
 mod dynamo_identity_store;
 pub mod dynamo_metadata_store;
+mod dynamo_proxy_store;
 pub mod dynamo_scan_store;
 mod dynamo_webhook_store;
 pub mod s3_blob_store;

@@ -56,6 +56,7 @@ fn project(name: &str) -> Project {
         public: false,
         created_at_ms: 3_000,
         vulnerability_policy: Default::default(),
+        proxy: None,
     }
 }
 

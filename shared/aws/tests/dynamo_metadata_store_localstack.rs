@@ -1,10 +1,11 @@
-//! Runs the metadata store and webhook store contracts of `registry-testkit` against
-//! `DynamoMetadataStore` on LocalStack: every test gets a fresh table (string `pk` HASH,
-//! string `sk` RANGE, on-demand, as `localstack/init/ready.d/10-resources.py` creates the
-//! real one) and a fresh S3 prefix for large manifests, both removed when the test ends.
-//! Then checks what is DynamoDB's own: the delivery items' TTL, the trim of a delivery
-//! holding more attempts than it keeps, and that a repeated append lands once. Fails,
-//! never skips, when LocalStack is not there.
+//! Runs the metadata store, webhook store and proxy cache store contracts of
+//! `registry-testkit` against `DynamoMetadataStore` on LocalStack: every test gets a fresh
+//! table (string `pk` HASH, string `sk` RANGE, on-demand, as
+//! `localstack/init/ready.d/10-resources.py` creates the real one) and a fresh S3 prefix
+//! for large manifests, both removed when the test ends. Then checks what is DynamoDB's
+//! own: the delivery items' TTL, the trim of a delivery holding more attempts than it
+//! keeps, that a repeated append lands once, and the proxy cache items' number
+//! attributes. Fails, never skips, when LocalStack is not there.
 
 mod common;
 
@@ -16,7 +17,9 @@ use registry_core::RepoName;
 use registry_core::events::{Event, EventKind};
 use registry_core::keys;
 use registry_core::ports::webhook_store::MAX_ATTEMPTS_KEPT;
-use registry_core::ports::{AttemptOutcome, DeliveryAttempt, MetadataStore, WebhookStore};
+use registry_core::ports::{
+    AttemptOutcome, DeliveryAttempt, MetadataStore, ProxyCacheStore, WebhookStore,
+};
 
 async fn dynamo_metadata_store() -> (Arc<dyn MetadataStore>, FreshTable) {
     let table = FreshTable::create("registry-test").await;
@@ -34,6 +37,15 @@ mod metadata_store {
 
 mod webhook_store {
     registry_testkit::webhook_store_contract_tests!(super::dynamo_webhook_store);
+}
+
+async fn dynamo_proxy_cache_store() -> (Arc<dyn ProxyCacheStore>, FreshTable) {
+    let table = FreshTable::create("registry-proxy").await;
+    (Arc::new(table.store()), table)
+}
+
+mod proxy_cache_store {
+    registry_testkit::proxy_cache_store_contract_tests!(super::dynamo_proxy_cache_store);
 }
 
 fn event(at_ms: u64) -> Event {
@@ -162,4 +174,46 @@ async fn a_repeated_append_is_recorded_once() {
     }
     let d = store.get_delivery("p1", &e.id).await.unwrap().unwrap();
     assert_eq!(d.attempts, vec![attempt(1, 10_000), attempt(2, 11_000)]);
+}
+
+/// A tag check is `at_ms` (N) on `REPO#<name>` / `CHECKED#<tag>`; a cache size is
+/// `bytes` (N) on `PROXY#<project>` / `CACHED`, so `ADD` counts on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_items_hold_plain_numbers() {
+    let table = FreshTable::create("registry-proxy").await;
+    let store = table.store();
+    let repo: RepoName = "proxy/library/alpine".parse().expect("repository name");
+    let tag = "3.20".parse().expect("tag");
+    store
+        .set_tag_checked(&repo, &tag, 1_700_000_000_123)
+        .await
+        .expect("set_tag_checked");
+    store
+        .add_cached_bytes("hub", 4_096)
+        .await
+        .expect("add_cached_bytes");
+    let raw = |pk: String, sk: String| {
+        let dynamodb = table.clients.dynamodb.clone();
+        let name = table.settings.table.clone();
+        async move {
+            dynamodb
+                .get_item()
+                .table_name(name)
+                .key("pk", AttributeValue::S(pk))
+                .key("sk", AttributeValue::S(sk))
+                .consistent_read(true)
+                .send()
+                .await
+                .expect("GetItem")
+                .item
+                .expect("the item")
+        }
+    };
+    let checked = raw(keys::repo_pk(&repo), keys::tag_checked_sk(&tag)).await;
+    assert_eq!(
+        checked.get("at_ms"),
+        Some(&AttributeValue::N("1700000000123".into()))
+    );
+    let cached = raw(keys::proxy_pk("hub"), keys::CACHED.to_owned()).await;
+    assert_eq!(cached.get("bytes"), Some(&AttributeValue::N("4096".into())));
 }

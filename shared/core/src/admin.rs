@@ -167,6 +167,9 @@ pub struct NewProject {
     pub public: bool,
     #[serde(default)]
     pub vulnerability_policy: Option<crate::scan::VulnerabilityPolicy>,
+    /// Makes it a proxy project of this upstream.
+    #[serde(default)]
+    pub proxy: Option<crate::proxy::ProxyRequest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +180,10 @@ pub struct ProjectPatch {
     /// Replaces the whole policy.
     #[serde(default)]
     pub vulnerability_policy: Option<crate::scan::VulnerabilityPolicy>,
+    /// Replaces a proxy project's upstream settings (a password left out keeps the
+    /// stored one when the upstream URL and username stay the same).
+    #[serde(default)]
+    pub proxy: Option<crate::proxy::ProxyRequest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +193,8 @@ pub struct ProjectView {
     pub public: bool,
     pub created_at: u64,
     pub vulnerability_policy: crate::scan::VulnerabilityPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<crate::proxy::ProxyView>,
 }
 
 impl From<&Project> for ProjectView {
@@ -195,6 +204,7 @@ impl From<&Project> for ProjectView {
             public: p.public,
             created_at: p.created_at_ms,
             vulnerability_policy: p.vulnerability_policy.clone(),
+            proxy: p.proxy.as_ref().map(crate::proxy::ProxyView::from),
         }
     }
 }
@@ -337,11 +347,78 @@ fn audit_id(now_ms: u64) -> String {
 pub struct Admin {
     store: Arc<dyn IdentityStore>,
     clock: Arc<dyn Clock>,
+    /// Seals proxy projects' upstream passwords; `None`: such passwords are refused.
+    credentials: Option<Arc<crate::proxy::CredentialBox>>,
 }
 
 impl Admin {
     pub fn new(store: Arc<dyn IdentityStore>, clock: Arc<dyn Clock>) -> Self {
-        Admin { store, clock }
+        Admin {
+            store,
+            clock,
+            credentials: None,
+        }
+    }
+
+    /// Seals proxy projects' upstream passwords with `credentials`.
+    pub fn with_credentials(
+        mut self,
+        credentials: Option<Arc<crate::proxy::CredentialBox>>,
+    ) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Validated proxy settings from a request (`current`: the settings it replaces).
+    fn proxy_settings(
+        &self,
+        request: crate::proxy::ProxyRequest,
+        current: Option<&crate::proxy::ProxySettings>,
+    ) -> Result<crate::proxy::ProxySettings> {
+        let url = request.upstream_url.trim().trim_end_matches('/').to_owned();
+        let parsed = url::Url::parse(&url)
+            .map_err(|e| RegistryError::Unsupported(format!("upstream URL {url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.host_str().is_none()
+            || !parsed.username().is_empty()
+            || parsed.password().is_some()
+            || parsed.query().is_some()
+        {
+            return Err(RegistryError::Unsupported(format!(
+                "upstream URL {url:?}: an http(s) URL of a registry, without credentials or query"
+            )));
+        }
+        if request.password.is_some() && request.username.is_none() {
+            return Err(RegistryError::Unsupported(
+                "an upstream password needs an upstream username".into(),
+            ));
+        }
+        let sealed_password = match (&request.password, current) {
+            (Some(password), _) => Some(
+                self.credentials
+                    .as_ref()
+                    .ok_or_else(|| {
+                        RegistryError::Unsupported(
+                            "upstream passwords need a credential key (the token signing key)"
+                                .into(),
+                        )
+                    })?
+                    .seal(password)?,
+            ),
+            (None, Some(c)) if c.upstream_url == url && c.username == request.username => {
+                c.sealed_password.clone()
+            }
+            (None, _) => None,
+        };
+        Ok(crate::proxy::ProxySettings {
+            upstream_url: url,
+            username: request.username,
+            sealed_password,
+            freshness_secs: request
+                .freshness_secs
+                .unwrap_or(crate::proxy::DEFAULT_FRESHNESS_SECS),
+            max_cache_bytes: request.max_cache_bytes,
+        })
     }
 
     // ---- permissions ----
@@ -702,11 +779,16 @@ impl Admin {
     pub async fn create_project(&self, actor: &Actor, new: NewProject) -> Result<ProjectView> {
         Self::require_system_admin(actor, "creating projects")?;
         validate_project_name(&new.name)?;
+        let proxy = new
+            .proxy
+            .map(|request| self.proxy_settings(request, None))
+            .transpose()?;
         let project = Project {
             name: new.name.clone(),
             public: new.public,
             created_at_ms: self.clock.now_millis(),
             vulnerability_policy: new.vulnerability_policy.unwrap_or_default(),
+            proxy,
         };
         self.store
             .create_project(&project)
@@ -789,8 +871,16 @@ impl Admin {
     ) -> Result<ProjectView> {
         Self::require_system_admin(actor, "changing projects")?;
         let mut project = self.project(name).await?;
-        if patch.public.is_none() && patch.vulnerability_policy.is_none() {
+        if patch.public.is_none() && patch.vulnerability_policy.is_none() && patch.proxy.is_none() {
             return Ok(ProjectView::from(&project));
+        }
+        if let Some(request) = patch.proxy {
+            let Some(current) = &project.proxy else {
+                return Err(RegistryError::Unsupported(format!(
+                    "project {name} is not a proxy project (a project becomes one when it is created)"
+                )));
+            };
+            project.proxy = Some(self.proxy_settings(request, Some(current))?);
         }
         if let Some(public) = patch.public {
             project.public = public;
@@ -802,9 +892,14 @@ impl Admin {
             return Err(unknown(format!("project {name}")));
         }
         let detail = format!(
-            "public={} vulnerabilityPolicy={}",
+            "public={} vulnerabilityPolicy={} proxy={}",
             project.public,
-            serde_json::to_string(&project.vulnerability_policy).unwrap_or_default()
+            serde_json::to_string(&project.vulnerability_policy).unwrap_or_default(),
+            project
+                .proxy
+                .as_ref()
+                .map(|p| p.upstream_url.as_str())
+                .unwrap_or("-")
         );
         self.audit(actor, "project.update", &format!("project:{name}"), &detail)
             .await?;

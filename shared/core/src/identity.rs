@@ -188,6 +188,9 @@ pub struct Project {
     /// Which images of the project may be pulled, by their scan reports.
     #[serde(default)]
     pub vulnerability_policy: crate::scan::VulnerabilityPolicy,
+    /// Set for a proxy project: the upstream it caches (read-only to clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<crate::proxy::ProxySettings>,
 }
 
 /// A principal's role in a project.

@@ -18,6 +18,8 @@
 //! | key of a db version | `VULNDB#<db version>` | `KEY#<package key>` | `{}` |
 //! | current db | `VULNDB` | `CURRENT` | [`VulnDbInfo`](crate::ports::VulnDbInfo) |
 //! | webhook delivery | `WEBHOOK#<policy id>` | `DELIVERY#<event id>` | [`Delivery`](crate::ports::Delivery) |
+//! | proxy tag check | `REPO#<name>` | `CHECKED#<tag>` | `{"atMs": …}` |
+//! | proxy cache size | `PROXY#<project>` | `CACHED` | `{"bytes": …}` (an atomic counter) |
 //!
 //! `#` never appears in names, tags or digests, so prefixes never collide. Manifest
 //! puts and deletes are transactions over the repository's partition; tag writes are
@@ -47,6 +49,8 @@ pub const ADVISORY_PREFIX: &str = "ADV#";
 pub const DB_KEY_PREFIX: &str = "KEY#";
 pub const VULNDB: &str = "VULNDB";
 pub const CURRENT: &str = "CURRENT";
+pub const CHECKED_PREFIX: &str = "CHECKED#";
+pub const CACHED: &str = "CACHED";
 
 pub fn repo_pk(repo: &RepoName) -> String {
     format!("{REPO_PREFIX}{repo}")
@@ -107,4 +111,10 @@ pub fn db_version_pk(db_version: &str) -> String {
 }
 pub fn db_key_sk(key: &str) -> String {
     format!("{DB_KEY_PREFIX}{key}")
+}
+pub fn tag_checked_sk(tag: &Tag) -> String {
+    format!("{CHECKED_PREFIX}{tag}")
+}
+pub fn proxy_pk(project: &str) -> String {
+    format!("PROXY#{project}")
 }

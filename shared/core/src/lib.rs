@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod names;
 pub mod outbound;
 pub mod ports;
+pub mod proxy;
 pub mod registry;
 pub mod scan;
 pub mod timefmt;

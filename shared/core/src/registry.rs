@@ -112,10 +112,12 @@ pub const MAX_TAGS_PER_PUSH: usize = 95;
 
 /// The use-cases over the ports.
 pub struct Registry {
-    blobs: Arc<dyn BlobStore>,
-    meta: Arc<dyn MetadataStore>,
-    clock: Arc<dyn Clock>,
-    config: RegistryConfig,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) meta: Arc<dyn MetadataStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: RegistryConfig,
+    /// Proxy projects' upstreams; `None`: no project is a proxy.
+    pub(crate) proxy: Option<Arc<crate::proxy::ProxyCache>>,
     /// Publishes the events the use-cases record; `None`: no events are recorded.
     events: Option<Arc<EventRelay>>,
     /// Projects' vulnerability policies on pulls; `None`: every pull passes.
@@ -140,6 +142,7 @@ impl Registry {
             config,
             events: None,
             pull_gate: None,
+            proxy: None,
             upload_locks: (0..UPLOAD_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -158,10 +161,25 @@ impl Registry {
         self
     }
 
-    /// Drops what this process remembers of `project`'s vulnerability policy.
+    /// Serves proxy projects through `proxy`.
+    pub fn with_proxy(mut self, proxy: Arc<crate::proxy::ProxyCache>) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// The proxy machinery, if proxy projects are served.
+    pub fn proxy(&self) -> Option<&Arc<crate::proxy::ProxyCache>> {
+        self.proxy.as_ref()
+    }
+
+    /// Drops what this process remembers of `project`'s vulnerability policy and proxy
+    /// settings.
     pub fn forget_project_policy(&self, project: &str) {
         if let Some(gate) = &self.pull_gate {
             gate.forget(project);
+        }
+        if let Some(proxy) = &self.proxy {
+            proxy.forget(project);
         }
     }
 
@@ -171,7 +189,7 @@ impl Registry {
     }
 
     /// `event` when events are on (the events a change records).
-    fn event(&self, event: impl FnOnce(u64) -> Event) -> Vec<Event> {
+    pub(crate) fn event(&self, event: impl FnOnce(u64) -> Event) -> Vec<Event> {
         match self.events {
             Some(_) => vec![event(self.clock.now_millis())],
             None => Vec::new(),
@@ -179,7 +197,7 @@ impl Registry {
     }
 
     /// After a commit: publish what it recorded (the fast path of the outbox).
-    async fn published(&self, events: &[Event]) {
+    pub(crate) async fn published(&self, events: &[Event]) {
         if let Some(relay) = &self.events
             && !events.is_empty()
         {
@@ -204,22 +222,28 @@ impl Registry {
 
     // ---- blobs ----
 
-    /// HEAD of a blob: its size if `repo` links it.
-    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        self.meta
-            .blob_link(repo, digest)
-            .await?
-            .ok_or_else(|| RegistryError::BlobUnknown(digest.to_string()))
-    }
-
-    /// GET of a blob: one metadata read (the link), then the store's answer.
-    pub async fn get_blob(
+    /// GET of a linked blob: one metadata read (the link), then the store's answer.
+    pub(crate) async fn read_linked_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         range: Option<RangeRequest>,
     ) -> Result<BlobRead> {
-        let size = self.stat_blob(repo, digest).await?;
+        let size = self
+            .meta
+            .blob_link(repo, digest)
+            .await?
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.to_string()))?;
+        self.serve_blob(digest, size, range).await
+    }
+
+    /// The store's answer for a blob of `size` bytes.
+    pub(crate) async fn serve_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        range: Option<RangeRequest>,
+    ) -> Result<BlobRead> {
         let range = range.map(|r| resolve_range(r, size)).transpose()?;
         let content = self.blobs.read(digest, range).await?;
         Ok(BlobRead {
@@ -231,6 +255,7 @@ impl Registry {
 
     /// Removes a blob from a repository (the bytes stay until garbage collection).
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.writable(repo).await?;
         if self.meta.unlink_blob(repo, digest).await? {
             Ok(())
         } else {
@@ -241,6 +266,7 @@ impl Registry {
     // ---- uploads ----
 
     pub async fn start_upload(&self, repo: &RepoName, req: StartUpload) -> Result<UploadStart> {
+        self.writable(repo).await?;
         if let Some(mounted) = &req.mount
             && self.try_mount(repo, mounted, req.from.as_ref()).await?
         {
@@ -527,6 +553,7 @@ impl Registry {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<PushedManifest> {
+        self.writable(repo).await?;
         if extra_tags.len() > MAX_TAGS_PER_PUSH {
             return Err(RegistryError::TagInvalid(format!(
                 "at most {MAX_TAGS_PER_PUSH} tags per manifest push"
@@ -594,8 +621,19 @@ impl Registry {
         })
     }
 
-    /// GET/HEAD of a manifest by tag or digest, negotiated against `accept`.
+    /// GET/HEAD of a manifest by tag or digest, negotiated against `accept` (through
+    /// the upstream for a proxy project).
     pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        accept: &[String],
+    ) -> Result<ManifestRecord> {
+        Ok(self.fetch_manifest(repo, reference, accept).await?.record)
+    }
+
+    /// A stored manifest by tag or digest, negotiated against `accept`.
+    pub(crate) async fn cached_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
@@ -616,7 +654,7 @@ impl Registry {
         Ok(record)
     }
 
-    /// GET of a manifest: [`Registry::get_manifest`], refused (`Denied`) when the
+    /// GET of a manifest: [`Registry::fetch_manifest`], refused (`Denied`) when the
     /// project's vulnerability policy blocks the image, and an `image.pulled` event when
     /// pull events are on.
     pub async fn pull_manifest(
@@ -624,10 +662,11 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
         accept: &[String],
-    ) -> Result<ManifestRecord> {
-        let record = self.get_manifest(repo, reference, accept).await?;
+    ) -> Result<crate::proxy::ManifestPull> {
+        let pull = self.fetch_manifest(repo, reference, accept).await?;
+        let record = &pull.record;
         if let Some(gate) = &self.pull_gate {
-            gate.check(repo, &record).await?;
+            gate.check(repo, record).await?;
         }
         if let Some(relay) = &self.events
             && relay.config().pull_events
@@ -640,11 +679,12 @@ impl Registry {
             }
             relay.publish_direct(&event).await;
         }
-        Ok(record)
+        Ok(pull)
     }
 
     /// DELETE of a manifest (by digest: the manifest and its tags) or of a tag.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        self.writable(repo).await?;
         let (deleted, events) = match reference {
             Reference::Digest(d) => {
                 let events = self

@@ -6,6 +6,7 @@ pub mod file_blob_store;
 pub mod identity_store;
 pub mod job_queue;
 pub mod metadata_store;
+pub mod proxy_store;
 pub mod scan_store;
 pub mod webhook_store;
 

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use registry_core::ports::{
-    BlobStore, IdentityStore, JobQueue, MetadataStore, ScanStore, VulnerabilityStore, WebhookStore,
+    BlobStore, IdentityStore, JobQueue, MetadataStore, ProxyCacheStore, ScanStore,
+    VulnerabilityStore, WebhookStore,
 };
 use registry_embedded::{EmbeddedJobQueue, EmbeddedMetadataStore, FileBlobStore, open_database};
 use registry_testkit::job_queue_contract::MAX_RECEIVES;
@@ -94,6 +95,14 @@ mod vulnerability_store {
 
 mod webhook_store {
     registry_testkit::webhook_store_contract_tests!(super::embedded_webhook_store);
+}
+
+async fn embedded_proxy_cache_store() -> (Arc<dyn ProxyCacheStore>, TempDir) {
+    embedded_store_as(|s| s as Arc<dyn ProxyCacheStore>).await
+}
+
+mod proxy_cache_store {
+    registry_testkit::proxy_cache_store_contract_tests!(super::embedded_proxy_cache_store);
 }
 
 /// Named queues in one database are independent.

@@ -276,11 +276,12 @@ pub async fn dispatch(
                 .iter()
                 .filter_map(|v| v.to_str().ok().map(str::to_owned))
                 .collect();
-            let record = if m == Method::HEAD {
-                reg.get_manifest(&repo, &reference, &accept).await?
+            let pull = if m == Method::HEAD {
+                reg.fetch_manifest(&repo, &reference, &accept).await?
             } else {
                 reg.pull_manifest(&repo, &reference, &accept).await?
             };
+            let record = pull.record;
             let size = record.size();
             let body = if m == Method::HEAD {
                 Body::empty()
@@ -292,6 +293,12 @@ pub async fn dispatch(
             set(&mut res, "content-length", size.to_string());
             set(&mut res, DIGEST_HEADER, record.digest.to_string());
             set(&mut res, "etag", format!("\"{}\"", record.digest));
+            if let Some(why) = pull.stale {
+                // A proxy project's cached copy, served while its upstream cannot be asked.
+                set(&mut res, registry_core::proxy::STALE_HEADER, "true");
+                set(&mut res, "warning", "110 - \"Response is Stale\"");
+                tracing::warn!(repository = %repo, reason = %why, "served a stale proxied manifest");
+            }
             Ok(res)
         }
         (Route::Manifest(name, reference), Method::PUT) => {

@@ -123,6 +123,11 @@ fn route_table() -> Vec<RouteEntry> {
             post(redeliver),
         ),
         (
+            "/api/v1/projects/{project}/proxy/prefetch",
+            &["post"],
+            post(prefetch),
+        ),
+        (
             "/api/v1/vulndb",
             &["get", "post"],
             get(vulndb_status)
@@ -168,6 +173,14 @@ impl IntoResponse for MgmtError {
     }
 }
 
+/// The key that seals proxy projects' upstream passwords, if this process has one.
+fn credential_box(state: &AppState) -> Option<std::sync::Arc<registry_core::proxy::CredentialBox>> {
+    state
+        .registry
+        .proxy()
+        .and_then(|p| p.credentials().cloned())
+}
+
 /// The use-cases over the store in use, and who calls them.
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Admin, Actor), MgmtError> {
     let Some(auth) = &state.auth else {
@@ -175,11 +188,13 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Admin, Actor),
             RegistryError::Unsupported("the management API has no identity store here".into())
         })?;
         return Ok((
-            Admin::new(store, state.registry.clock().clone()),
+            Admin::new(store, state.registry.clock().clone())
+                .with_credentials(credential_box(state)),
             Actor::System,
         ));
     };
-    let admin = Admin::new(auth.store().clone(), auth.clock().clone());
+    let admin = Admin::new(auth.store().clone(), auth.clock().clone())
+        .with_credentials(credential_box(state));
     let caller = match credentials(headers) {
         Credentials::None => {
             return Err(RegistryError::Unauthorized("authentication required".into()).into());
@@ -367,10 +382,11 @@ async fn create_project(
     raw: Bytes,
 ) -> ApiResult {
     let (admin, actor) = caller(&state, &headers).await?;
-    ok(
-        StatusCode::CREATED,
-        admin.create_project(&actor, body(&raw)?).await?,
-    )
+    let created = admin.create_project(&actor, body(&raw)?).await?;
+    // This process serves a new proxy project at once (others within the settings cache's
+    // lifetime, 30 s).
+    state.registry.forget_project_policy(&created.name);
+    ok(StatusCode::CREATED, created)
 }
 
 async fn list_projects(
@@ -407,6 +423,27 @@ async fn update_project(
     // policy cache's lifetime).
     state.registry.forget_project_policy(&project);
     ok(StatusCode::OK, updated)
+}
+
+/// `POST /api/v1/projects/{p}/proxy/prefetch`: queues copies of images into a proxy
+/// project's cache (air-gapped preparation).
+async fn prefetch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    raw: Bytes,
+) -> ApiResult {
+    let (admin, actor) = caller(&state, &headers).await?;
+    let proxy = state
+        .registry
+        .proxy()
+        .ok_or_else(|| RegistryError::Unsupported("proxy projects are not served here".into()))?;
+    ok(
+        StatusCode::ACCEPTED,
+        proxy
+            .prefetch(&admin, &actor, &project, body(&raw)?)
+            .await?,
+    )
 }
 
 async fn delete_project(

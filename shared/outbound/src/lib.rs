@@ -13,6 +13,7 @@
 //!   carry signatures or tokens) nor the full URL (its query may carry a secret).
 
 mod resolve;
+pub mod upstream;
 
 use std::error::Error;
 use std::net::IpAddr;
@@ -27,6 +28,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use url::{Host, Url};
 
 use crate::resolve::{GuardedResolver, registry_error_in, resolve_checked};
+pub use crate::upstream::{GuardedUpstreamClient, UpstreamConfig};
 
 /// Limits and the guard of a [`GuardedHttpClient`].
 #[derive(Debug, Clone, PartialEq, Eq)]

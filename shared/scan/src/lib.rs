@@ -208,6 +208,24 @@ impl Scanner {
             .iter()
             .map(|l| (l.digest.clone(), l.media_type.clone().unwrap_or_default()))
             .collect();
+        // A proxy project's layers come on demand: bring this image's into the cache.
+        if self.registry.proxy_settings(repo).await?.is_some() {
+            for (layer, _) in &layers {
+                match self.registry.ensure_blob(repo, layer).await {
+                    Ok(_) => {}
+                    Err(
+                        e @ (RegistryError::Storage(_)
+                        | RegistryError::Upstream(_)
+                        | RegistryError::TooManyRequests { .. }),
+                    ) => return Err(e),
+                    Err(e) => {
+                        let report = self.failed_report(repo, digest, e.to_string());
+                        self.save(&report).await?;
+                        return Ok(Some(report));
+                    }
+                }
+            }
+        }
         let report = match self.findings(repo, &record, &layers).await {
             Ok(report) => report,
             Err(Failure::Transient(e)) => return Err(e),
@@ -390,15 +408,16 @@ impl Scanner {
         let body = serde_json::to_vec(&manifest).map_err(|e| Failure::Image(e.to_string()))?;
         let manifest_digest = Digest::of(DigestAlgorithm::Sha256, &body);
         // Its events name the scanner as the author, so consumers can tell them apart.
+        // (Into a proxy project too, which clients cannot write to.)
         registry_core::events::with_actor(
             Some(SCANNER_ACTOR.into()),
-            self.registry.put_manifest(
+            registry_core::proxy::as_internal_writer(self.registry.put_manifest(
                 repo,
                 &Reference::Digest(manifest_digest.clone()),
                 &[],
                 Some(OCI_MANIFEST),
                 body,
-            ),
+            )),
         )
         .await?;
         Ok(manifest_digest)
@@ -406,7 +425,8 @@ impl Scanner {
 
     async fn push_blob(&self, repo: &RepoName, bytes: Vec<u8>) -> Result<Digest, Failure> {
         let digest = Digest::of(DigestAlgorithm::Sha256, &bytes);
-        if self.registry.stat_blob(repo, &digest).await.is_ok() {
+        // The link itself: a proxy project's stat would ask its upstream.
+        if self.meta.blob_link(repo, &digest).await?.is_some() {
             return Ok(digest);
         }
         let body = Box::pin(futures_util::stream::once(async move {
@@ -414,14 +434,14 @@ impl Scanner {
         }));
         let upload = registry_core::events::with_actor(
             Some(SCANNER_ACTOR.into()),
-            self.registry.start_upload(
+            registry_core::proxy::as_internal_writer(self.registry.start_upload(
                 repo,
                 StartUpload {
                     digest: Some(digest.clone()),
                     body: Some(body),
                     ..StartUpload::default()
                 },
-            ),
+            )),
         );
         match upload.await? {
             UploadStart::Created(d) => Ok(d),

@@ -57,6 +57,7 @@ fn project(name: &str, public: bool) -> Project {
         public,
         created_at_ms: 4_000,
         vulnerability_policy: Default::default(),
+        proxy: None,
     }
 }
 

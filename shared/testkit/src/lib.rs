@@ -24,6 +24,7 @@ pub mod clock;
 pub mod identity_store_contract;
 pub mod job_queue_contract;
 pub mod metadata_store_contract;
+pub mod proxy_store_contract;
 pub mod scan_store_contract;
 pub mod support;
 pub mod webhook_store_contract;
@@ -165,6 +166,27 @@ macro_rules! webhook_store_contract_tests {
                 deliveries_list_newest_first,
                 concurrent_attempts_all_land,
                 delete_policy_keeps_other_deliveries,
+            ]
+        );
+    };
+}
+
+/// One `#[tokio::test]` per [`ProxyCacheStore`](registry_core::ports::ProxyCacheStore)
+/// check; `$factory` is
+/// `FnMut() -> impl Future<Output = (Arc<dyn ProxyCacheStore>, impl Any)>`.
+#[macro_export]
+macro_rules! proxy_cache_store_contract_tests {
+    ($factory:expr $(,)?) => {
+        $crate::__contract_tests!(
+            proxy_store_contract,
+            $factory,
+            [
+                tag_checks_round_trip,
+                tag_checks_are_independent,
+                unknown_project_has_no_bytes,
+                adds_return_the_running_total,
+                concurrent_adds_all_count,
+                projects_are_independent,
             ]
         );
     };
