@@ -937,7 +937,8 @@ impl BlobSink {
     async fn store(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<u64> {
         let mut nonce = [0u8; 16];
         rand::rng().fill_bytes(&mut nonce);
-        let id = format!("proxy-{}", hex::encode(nonce));
+        // Upload ids are hex, like the sessions the core starts.
+        let id = hex::encode(nonce);
         let store_state = self.blobs.begin_upload(&id).await?;
         let session = crate::upload::UploadSession::new(
             id,
