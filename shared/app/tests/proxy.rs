@@ -6,6 +6,8 @@
 //! one upstream fetch for concurrent pulls, index children and blobs on demand, the size
 //! cap, and that clients cannot write into a proxy project.
 
+// The shared router helpers; this file uses `send` only.
+#[allow(dead_code)]
 mod common;
 
 use std::sync::Arc;
@@ -437,7 +439,14 @@ async fn concurrent_pulls_of_an_uncached_blob_share_one_upstream_fetch() {
     let up = upstream(false).await;
     let repo: RepoName = "team/big".parse().unwrap();
     let big = layer(5, 8 * 1024 * 1024 + 3);
-    let (_, blobs) = push_image(&up.registry, &repo, "v1", "amd64", &[big.clone()]).await;
+    let (_, blobs) = push_image(
+        &up.registry,
+        &repo,
+        "v1",
+        "amd64",
+        std::slice::from_ref(&big),
+    )
+    .await;
     let p = Arc::new(proxy().await);
     p.project("hub", upstream_of(&up.url, 300)).await.unwrap();
     p.pull("hub/team/big", "v1").await.unwrap();
