@@ -67,10 +67,12 @@ pub enum RegistryError {
     /// address it resolves to (loopback, link-local, private) without the operator's leave.
     #[error("outbound target refused: {0}")]
     OutboundRefused(String),
-    /// A remote server could not be reached or did not answer in time.
+    /// A remote server (webhook target, upstream registry) could not be reached, did not
+    /// answer in time, failed, refused the credentials or sent something invalid.
     #[error("remote server unavailable: {0}")]
     Upstream(String),
-    /// Too many requests (failed logins): retry after `retry_after_secs`.
+    /// Too many requests (failed logins here, or an upstream registry's 429): retry after
+    /// `retry_after_secs`.
     #[error("too many requests: {message}")]
     TooManyRequests {
         message: String,
