@@ -8,11 +8,11 @@
 //! would. Needs `source localstack/env`; fails (never skips) without it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use registry_app::ServerConfig;
 use registry_app::compose::{aws_clients, build};
-use registry_aws::sqs_batch::{event_of, run_worker_batch};
+use registry_aws::sqs_batch::run_queue_batches;
 use registry_aws::{SqsJobQueue, sqs_job_queue};
 use registry_core::admin::{Actor, Admin, NewProject};
 use registry_core::ports::{BlobContent, JobQueue, SystemClock};
@@ -80,41 +80,19 @@ async fn push_image(registry: &Registry, repo: &RepoName) -> Vec<(Digest, Vec<u8
     blobs
 }
 
-/// Receives every message of `queue` and runs it through the proxy-fill function's body;
-/// returns how many it handled and the failures it reported.
+/// Runs `want` messages of `queue` through the proxy-fill function's body; returns the
+/// kinds of the jobs it reported as failed.
 async fn run_fill_function(
     queue: &SqsJobQueue,
     worker: &registry_core::worker::Worker,
     want: usize,
 ) -> Vec<String> {
-    let mut handled = 0;
-    let mut failures = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while handled < want {
-        assert!(
-            Instant::now() < deadline,
-            "{handled} of {want} fill jobs arrived"
-        );
-        let jobs = queue.receive(10, 120).await.unwrap();
-        handled += jobs.len();
-        if jobs.is_empty() {
-            continue;
-        }
-        let response = run_worker_batch(worker, event_of(&jobs)).await;
-        let failed: Vec<String> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.clone())
-            .collect();
-        for (i, j) in jobs.iter().enumerate() {
-            if failed.contains(&format!("m{i}")) {
-                failures.push(j.job.kind.clone());
-            } else {
-                queue.ack(&j.receipt).await.unwrap(); // Lambda deletes the successes
-            }
-        }
-    }
-    failures
+    run_queue_batches(queue, worker, want, Duration::from_secs(60))
+        .await
+        .expect("fill jobs handled")
+        .into_iter()
+        .map(|job| job.kind)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 
 use registry_app::ServerConfig;
 use registry_app::compose::{aws_clients, build};
-use registry_aws::sqs_batch::{event_of, run_worker_batch};
+use registry_aws::sqs_batch::run_queue_batches;
 use registry_aws::{SqsJobQueue, sqs_job_queue};
 use registry_core::ports::{Job, JobQueue};
 use registry_core::registry::StartUpload;
@@ -117,33 +117,17 @@ async fn sqs_batches_scan_images_and_report_failures() {
         .await
         .unwrap();
 
-    let mut failures = Vec::new();
-    let mut handled = 0;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while handled < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{handled} of 2 messages arrived"
-        );
-        let jobs = queue.receive(10, 60).await.unwrap();
-        if jobs.is_empty() {
-            continue;
-        }
-        handled += jobs.len();
-        let response = run_worker_batch(&scanning.worker, event_of(&jobs)).await;
-        let failed: Vec<String> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.clone())
-            .collect();
-        for (i, j) in jobs.iter().enumerate() {
-            if failed.contains(&format!("m{i}")) {
-                failures.push(j.job.payload.clone());
-            } else {
-                queue.ack(&j.receipt).await.unwrap(); // Lambda deletes the successes
-            }
-        }
-    }
+    let failures: Vec<_> = run_queue_batches(
+        &queue,
+        &scanning.worker,
+        2,
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .expect("both messages handled")
+    .into_iter()
+    .map(|job| job.payload)
+    .collect();
     assert_eq!(
         failures,
         vec![serde_json::json!({"repository": "not a repo!"})]

@@ -90,6 +90,47 @@ pub fn event_of(jobs: &[ReceivedJob]) -> SqsEvent {
     event
 }
 
+/// Receives `want` messages of `queue` and runs them through `worker` in batches, as
+/// Lambda's event source mapping would (successes deleted, failures left for SQS to
+/// retry): for driving a worker function against a real queue in tests and local
+/// replays. Returns the jobs reported as failed; fails after `within` without `want`.
+pub async fn run_queue_batches(
+    queue: &crate::SqsJobQueue,
+    worker: &registry_core::worker::Worker,
+    want: usize,
+    within: std::time::Duration,
+) -> Result<Vec<Job>, RegistryError> {
+    use registry_core::ports::JobQueue;
+    let deadline = std::time::Instant::now() + within;
+    let (mut handled, mut failed) = (0, Vec::new());
+    while handled < want {
+        if std::time::Instant::now() > deadline {
+            return Err(RegistryError::Storage(format!(
+                "{handled} of {want} messages arrived within {within:?}"
+            )));
+        }
+        let jobs = queue.receive(10, 120).await?;
+        handled += jobs.len();
+        if jobs.is_empty() {
+            continue;
+        }
+        let response = run_worker_batch(worker, event_of(&jobs)).await;
+        let failures: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        for (i, j) in jobs.into_iter().enumerate() {
+            if failures.contains(&format!("m{i}").as_str()) {
+                failed.push(j.job);
+            } else {
+                queue.ack(&j.receipt).await?;
+            }
+        }
+    }
+    Ok(failed)
+}
+
 /// The job of `message`, with its receive count and receipt handle.
 fn decode(message: SqsMessage) -> Result<ReceivedJob, RegistryError> {
     let body = message.body.as_deref().unwrap_or_default();

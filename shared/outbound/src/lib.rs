@@ -57,6 +57,29 @@ impl Default for OutboundConfig {
     }
 }
 
+/// A reqwest builder whose every connection goes through `guard` (in the resolver), with
+/// no redirects followed, no proxy from the environment and `connect_timeout`.
+pub(crate) fn guarded_builder(
+    guard: &Arc<OutboundGuard>,
+    connect_timeout: std::time::Duration,
+) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .dns_resolver(GuardedResolver::new(Arc::clone(guard)))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(connect_timeout)
+}
+
+/// Builds `builder`; fails (`Upstream`) only if the TLS set-up fails (`what`: which client).
+pub(crate) fn build_client(builder: reqwest::ClientBuilder, what: &str) -> Result<reqwest::Client> {
+    builder.build().map_err(|e| {
+        RegistryError::Upstream(format!(
+            "cannot build the {what} HTTP client: {}",
+            describe(&e)
+        ))
+    })
+}
+
 /// The guarded outbound HTTP client; cheap to share (`Arc`), one connection pool.
 #[derive(Debug, Clone)]
 pub struct GuardedHttpClient {
@@ -70,19 +93,10 @@ impl GuardedHttpClient {
     /// platform certificate verifier cannot be created.
     pub fn new(config: OutboundConfig) -> Result<Self> {
         let guard = Arc::new(config.guard.clone());
-        let client = reqwest::Client::builder()
-            .dns_resolver(GuardedResolver::new(Arc::clone(&guard)))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| {
-                RegistryError::Upstream(format!(
-                    "cannot build the outbound HTTP client: {}",
-                    describe(&e)
-                ))
-            })?;
+        let client = build_client(
+            guarded_builder(&guard, config.connect_timeout).timeout(config.timeout),
+            "outbound",
+        )?;
         Ok(GuardedHttpClient {
             guard,
             config,

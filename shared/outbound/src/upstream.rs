@@ -42,7 +42,7 @@ use reqwest::{Method, Response, StatusCode};
 use serde::Deserialize;
 use url::Url;
 
-use crate::resolve::{GuardedResolver, registry_error_in};
+use crate::resolve::registry_error_in;
 use crate::{describe, literal_ip, parse_target};
 
 /// The header a registry announces a manifest's digest in.
@@ -208,20 +208,12 @@ impl GuardedUpstreamClient {
     /// not a valid header value.
     pub fn new(config: UpstreamConfig) -> Result<Self> {
         let guard = Arc::new(config.guard.clone());
-        let client = reqwest::Client::builder()
-            .dns_resolver(GuardedResolver::new(Arc::clone(&guard)))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .user_agent(config.user_agent.clone())
-            .build()
-            .map_err(|e| {
-                RegistryError::Upstream(format!(
-                    "cannot build the upstream HTTP client: {}",
-                    describe(&e)
-                ))
-            })?;
+        let client = crate::build_client(
+            crate::guarded_builder(&guard, config.connect_timeout)
+                .read_timeout(config.read_timeout)
+                .user_agent(config.user_agent.clone()),
+            "upstream",
+        )?;
         Ok(GuardedUpstreamClient {
             config,
             guard,
