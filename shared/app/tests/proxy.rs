@@ -600,3 +600,92 @@ async fn clients_cannot_write_into_a_proxy_project_and_a_full_cache_passes_blobs
         .unwrap();
     assert!(cached <= 100, "{cached}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_images_are_scanned_and_their_project_policy_applies() {
+    let up = upstream(false).await;
+    let repo: RepoName = "team/debian".parse().unwrap();
+    let layer = registry_testkit::support::tar_layer(&[
+        (
+            "etc/os-release",
+            b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+        ),
+        (
+            "var/lib/dpkg/status",
+            b"Package: perl-base\nStatus: install ok installed\nVersion: 5.36.0-7+deb12u1\nSource: perl\n\n",
+        ),
+    ]);
+    let (digest, _) = push_image(&up.registry, &repo, "12", "amd64", &[layer]).await;
+
+    // The proxy with scanning on and its scan worker running.
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig::parse_from_args([
+        "registry",
+        "--data-dir",
+        &dir.path().display().to_string(),
+        "--outbound-allow",
+        "127.0.0.0/8",
+    ]);
+    let composed = build(&config, true).await.unwrap();
+    let scan_worker = composed.scanning.clone().expect("scanning").worker;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let poll = registry_core::worker::PollConfig {
+        idle: std::time::Duration::from_millis(20),
+        ..registry_core::worker::PollConfig::default()
+    };
+    tokio::spawn(async move { scan_worker.run(poll, stopped).await });
+    let p = Proxy {
+        app: registry_http::router(composed.state.clone()),
+        composed,
+        _dir: dir,
+    };
+    p.admin()
+        .create_project(
+            &Actor::System,
+            NewProject {
+                name: "hub".into(),
+                public: false,
+                vulnerability_policy: Some(registry_core::scan::VulnerabilityPolicy {
+                    block_unscanned: true,
+                    ..Default::default()
+                }),
+                proxy: Some(upstream_of(&up.url, 300)),
+            },
+        )
+        .await
+        .unwrap();
+
+    // The first pull caches the manifest, whose scan is not done yet: refused, as a
+    // pushed image would be under this policy.
+    let first = p.pull("hub/team/debian", "12").await.unwrap_err();
+    assert!(matches!(first, RegistryError::Denied(_)), "{first:?}");
+    // The scan brings the layers through the proxy and reports the packages.
+    let reports = p.composed.state.scanning.clone().unwrap().reports;
+    let proxied: RepoName = "hub/team/debian".parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let report = loop {
+        if let Some(r) = reports.get_report(&proxied, &digest).await.unwrap() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scan report of the cached image"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        report.status,
+        registry_core::scan::ScanStatus::Completed,
+        "{report:?}"
+    );
+    assert_eq!(report.packages, 1);
+    assert!(
+        report.sbom.is_some(),
+        "the SBOM is stored in the read-only project"
+    );
+    assert_eq!(
+        p.pull("hub/team/debian", "12").await.unwrap().record.digest,
+        digest
+    );
+    let _ = stop.send(true);
+}
