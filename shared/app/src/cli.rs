@@ -1779,6 +1779,59 @@ mod tests {
     }
 
     #[test]
+    fn proxy_projects_and_prefetch_parse() {
+        let Command::Project(ProjectCommand::Create { proxy, .. }) = command(&[
+            "project",
+            "create",
+            "hub",
+            "--proxy-url",
+            "https://registry-1.docker.io",
+            "--proxy-username",
+            "me",
+            "--freshness-secs",
+            "60",
+        ]) else {
+            panic!("not create");
+        };
+        assert_eq!(
+            proxy.proxy_url.as_deref(),
+            Some("https://registry-1.docker.io")
+        );
+        assert_eq!(proxy.proxy_username.as_deref(), Some("me"));
+        assert_eq!(proxy.freshness_secs, Some(60));
+        let request = proxy.request().unwrap().unwrap();
+        assert_eq!(request["upstreamUrl"], "https://registry-1.docker.io");
+        assert_eq!(request["freshnessSecs"], 60);
+        assert!(request.get("password").is_none());
+        // Upstream settings need an upstream.
+        assert!(parse(&["project", "create", "hub", "--freshness-secs", "60"]).is_err());
+        let Command::Proxy(ProxyCommand::Prefetch {
+            project,
+            images,
+            platform,
+            ..
+        }) = command(&[
+            "proxy",
+            "prefetch",
+            "hub",
+            "library/ubuntu:18.04",
+            "library/debian:12",
+            "--platform",
+            "linux/arm64",
+        ])
+        else {
+            panic!("not prefetch");
+        };
+        assert_eq!(project, "hub");
+        assert_eq!(images, ["library/ubuntu:18.04", "library/debian:12"]);
+        assert_eq!(platform.as_deref(), Some("linux/arm64"));
+        assert!(
+            parse(&["proxy", "prefetch", "hub"]).is_err(),
+            "images are required"
+        );
+    }
+
+    #[test]
     fn member_set_checks_principal_and_role() {
         let Command::Member(MemberCommand::Set {
             project,
