@@ -211,7 +211,49 @@ pub struct ProxyCache {
     fill_queue: Option<Arc<dyn JobQueue>>,
     mode: BlobFetchMode,
     settings: Mutex<HashMap<String, (Option<ProxySettings>, Instant)>>,
-    flights: Mutex<HashMap<Digest, tokio::sync::watch::Receiver<FlightResult>>>,
+    flights: Flights,
+}
+
+/// The blob fetches in flight in this process: one leader per digest, the others wait
+/// for what it lands.
+#[derive(Default)]
+struct Flights(Mutex<HashMap<Digest, tokio::sync::watch::Receiver<FlightResult>>>);
+
+impl Flights {
+    /// Joins the fetch of `digest` in flight (`Ok`: wait on it), or becomes its leader
+    /// (`Err`: fetch, then [`Flights::land`]).
+    fn join(
+        &self,
+        digest: &Digest,
+    ) -> std::result::Result<
+        tokio::sync::watch::Receiver<FlightResult>,
+        tokio::sync::watch::Sender<FlightResult>,
+    > {
+        let mut flights = self.0.lock().expect("flights lock");
+        // A leader that went away without landing (its request was cancelled) closed its
+        // channel: the next caller leads instead.
+        if let Some(rx) = flights.get(digest)
+            && rx.has_changed().is_ok()
+        {
+            return Ok(rx.clone());
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        flights.insert(digest.clone(), rx);
+        Err(tx)
+    }
+
+    /// Ends the flight of `digest` with `result`, for everyone waiting on it.
+    fn land(
+        &self,
+        digest: &Digest,
+        tx: &tokio::sync::watch::Sender<FlightResult>,
+        result: std::result::Result<u64, String>,
+    ) {
+        if let Ok(mut flights) = self.0.lock() {
+            flights.remove(digest);
+        }
+        let _ = tx.send(Some(result));
+    }
 }
 
 impl ProxyCache {
@@ -230,7 +272,7 @@ impl ProxyCache {
             fill_queue: None,
             mode,
             settings: Mutex::default(),
-            flights: Mutex::default(),
+            flights: Flights::default(),
         }
     }
 
@@ -306,8 +348,6 @@ impl ProxyCache {
         }
     }
 
-    /// Joins the fetch of `digest` in flight, or becomes its leader (`None` returned: the
-    /// caller must fetch and then call [`ProxyCache::land`]).
     fn join_flight(
         &self,
         digest: &Digest,
@@ -315,13 +355,7 @@ impl ProxyCache {
         tokio::sync::watch::Receiver<FlightResult>,
         tokio::sync::watch::Sender<FlightResult>,
     > {
-        let mut flights = self.flights.lock().expect("flights lock");
-        if let Some(rx) = flights.get(digest) {
-            return Ok(rx.clone());
-        }
-        let (tx, rx) = tokio::sync::watch::channel(None);
-        flights.insert(digest.clone(), rx);
-        Err(tx)
+        self.flights.join(digest)
     }
 
     fn land(
@@ -330,10 +364,7 @@ impl ProxyCache {
         tx: &tokio::sync::watch::Sender<FlightResult>,
         result: std::result::Result<u64, String>,
     ) {
-        if let Ok(mut flights) = self.flights.lock() {
-            flights.remove(digest);
-        }
-        let _ = tx.send(Some(result));
+        self.flights.land(digest, tx, result)
     }
 }
 
@@ -754,7 +785,15 @@ impl Registry {
                     }
                 }
                 Err(tx) => {
-                    let result = self.fetch_into_cache(repo, digest, &settings).await;
+                    // A fetch may have landed between the look above and the lead.
+                    let result = match self.blobs.stat(digest).await {
+                        Ok(Some(size)) => self
+                            .meta
+                            .link_blob(repo, digest, size, &[])
+                            .await
+                            .map(|()| size),
+                        _ => self.fetch_into_cache(repo, digest, &settings).await,
+                    };
                     proxy.land(
                         digest,
                         &tx,
@@ -843,6 +882,14 @@ impl Registry {
             }
             Err(tx) => tx,
         };
+        // A fetch may have landed between the caller's look and the lead.
+        if let Ok(Some(size)) = self.blobs.stat(digest).await {
+            let linked = self.meta.link_blob(repo, digest, size, &[]).await;
+            let landed = linked.as_ref().map(|()| size).map_err(|e| e.to_string());
+            proxy.land(digest, &tx, landed);
+            linked?;
+            return Ok(None);
+        }
         let fail = |e: RegistryError| {
             proxy.land(digest, &tx, Err(e.to_string()));
             e
@@ -1161,5 +1208,93 @@ impl JobHandler for ProxyFiller {
                 JobOutcome::Retry(e.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(n: u8) -> Digest {
+        Digest::of(DigestAlgorithm::Sha256, &[n])
+    }
+
+    #[tokio::test]
+    async fn one_leader_per_digest_and_followers_see_what_it_lands() {
+        let flights = Flights::default();
+        let tx = flights
+            .join(&digest(1))
+            .expect_err("the first caller leads");
+        let mut follower = flights.join(&digest(1)).expect("the second follows");
+        let other = flights.join(&digest(2));
+        assert!(other.is_err(), "another digest has its own leader");
+        flights.land(&digest(1), &tx, Ok(42));
+        let landed = follower.wait_for(Option::is_some).await.unwrap().clone();
+        assert_eq!(landed, Some(Ok(42)));
+        assert!(
+            flights.join(&digest(1)).is_err(),
+            "landed: the next caller leads a new flight"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_went_away_hands_the_lead_to_the_next_caller() {
+        let flights = Flights::default();
+        let tx = flights.join(&digest(3)).expect_err("leads");
+        let mut follower = flights.join(&digest(3)).expect("follows");
+        drop(tx); // its request was cancelled before it landed
+        assert!(
+            follower.wait_for(Option::is_some).await.is_err(),
+            "the follower wakes"
+        );
+        let _next = flights
+            .join(&digest(3))
+            .expect_err("and the next caller leads");
+    }
+
+    #[test]
+    fn docker_hub_names_get_library_and_other_upstreams_keep_theirs() {
+        let settings = |url: &str| ProxySettings {
+            upstream_url: url.into(),
+            username: None,
+            sealed_password: None,
+            freshness_secs: 0,
+            max_cache_bytes: None,
+        };
+        let repo = |r: &str| r.parse::<RepoName>().unwrap();
+        let hub = settings("https://registry-1.docker.io");
+        assert_eq!(
+            hub.upstream_repository(&repo("hub/ubuntu")),
+            "library/ubuntu"
+        );
+        assert_eq!(
+            hub.upstream_repository(&repo("hub/library/ubuntu")),
+            "library/ubuntu"
+        );
+        assert_eq!(
+            hub.upstream_repository(&repo("hub/bitnami/redis")),
+            "bitnami/redis"
+        );
+        let other = settings("http://127.0.0.1:5000");
+        assert_eq!(other.upstream_repository(&repo("mirror/ubuntu")), "ubuntu");
+    }
+
+    #[test]
+    fn sealed_credentials_open_only_with_the_same_key() {
+        let sealer = CredentialBox::from_secret(b"key one");
+        let sealed = sealer.seal("hunter2").unwrap();
+        assert!(!sealed.contains("hunter2"));
+        assert_ne!(
+            sealed,
+            sealer.seal("hunter2").unwrap(),
+            "a fresh nonce each time"
+        );
+        assert_eq!(sealer.open(&sealed).unwrap(), "hunter2");
+        assert!(
+            CredentialBox::from_secret(b"key two")
+                .open(&sealed)
+                .is_err()
+        );
+        assert!(sealer.open("not base64!").is_err());
     }
 }
