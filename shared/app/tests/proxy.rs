@@ -49,6 +49,9 @@ async fn upstream(auth: bool) -> Upstream {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let mut args = vec![
         "registry".to_owned(),
+        // Embedded, whatever `source localstack/env` says.
+        "--backend".into(),
+        "embedded".into(),
         "--data-dir".into(),
         dir.path().display().to_string(),
         "--public-url".into(),
@@ -217,6 +220,8 @@ async fn proxy() -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let config = ServerConfig::parse_from_args([
         "registry",
+        "--backend",
+        "embedded",
         "--data-dir",
         &dir.path().display().to_string(),
         "--outbound-allow",
@@ -621,6 +626,8 @@ async fn cached_images_are_scanned_and_their_project_policy_applies() {
     let dir = tempfile::tempdir().unwrap();
     let config = ServerConfig::parse_from_args([
         "registry",
+        "--backend",
+        "embedded",
         "--data-dir",
         &dir.path().display().to_string(),
         "--outbound-allow",
