@@ -403,8 +403,27 @@ pub fn proxy_cache(config: &ServerConfig, stores: &Stores) -> Result<Arc<ProxyCa
         guard: OutboundGuard::new(OutboundGuard::parse_allowed(&config.events.outbound_allow)?),
         ..UpstreamConfig::default()
     })?;
-    let credentials =
-        signing_key_pem(config)?.map(|pem| Arc::new(CredentialBox::from_secret(pem.as_bytes())));
+    // Keyed by the signing key; the previous signing keys still open what they sealed.
+    let previous = config
+        .token_previous_keys
+        .as_deref()
+        .map(registry_core::auth::token::split_pems)
+        .unwrap_or_default();
+    // The key's base64 body alone, so PEM layout (line breaks, a trailing newline) and
+    // the one-line form name the same key.
+    let body = |pem: &str| -> String {
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .flat_map(str::split_whitespace)
+            .collect()
+    };
+    let previous: Vec<String> = previous.iter().map(|p| body(p)).collect();
+    let credentials = signing_key_pem(config)?.map(|pem| {
+        Arc::new(
+            CredentialBox::from_secret(body(&pem).as_bytes())
+                .with_previous(previous.iter().map(|p| p.as_bytes())),
+        )
+    });
     let mode = if config.events.proxy_redirect_blobs {
         BlobFetchMode::RedirectAndFill
     } else {

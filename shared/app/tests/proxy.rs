@@ -696,3 +696,92 @@ async fn cached_images_are_scanned_and_their_project_policy_applies() {
     );
     let _ = stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_passwords_survive_a_signing_key_rotation() {
+    let up = upstream(true).await;
+    let repo: RepoName = "private/app".parse().unwrap();
+    let (digest, _) = push_image(&up.registry, &repo, "v1", "amd64", &[layer(10, 300)]).await;
+    let (_, old_key) = registry_core::auth::KeySet::generate_pem().unwrap();
+    let (_, new_key) = registry_core::auth::KeySet::generate_pem().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy_with = |keys: &[&str]| {
+        let mut args = vec![
+            "registry".to_owned(),
+            "--backend".into(),
+            "embedded".into(),
+            "--data-dir".into(),
+            dir.path().display().to_string(),
+            "--outbound-allow".into(),
+            "127.0.0.0/8".into(),
+            "--scan-on-push".into(),
+            "false".into(),
+            // `=`: a PEM starts with dashes.
+            format!("--token-signing-key={}", keys[0]),
+        ];
+        if let Some(previous) = keys.get(1) {
+            args.push(format!("--token-previous-keys={previous}"));
+        }
+        ServerConfig::parse_from_args(args)
+    };
+    let before = build(&proxy_with(&[&old_key]), true).await.unwrap();
+    let p = Proxy {
+        app: registry_http::router(before.state.clone()),
+        composed: before,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    p.project(
+        "mirror",
+        ProxyRequest {
+            username: Some("admin".into()),
+            password: Some(UPSTREAM_ADMIN_PASSWORD.into()),
+            ..upstream_of(&up.url, 0)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        p.pull("mirror/private/app", "v1")
+            .await
+            .unwrap()
+            .record
+            .digest,
+        digest
+    );
+    drop(p);
+
+    // The new key with the old one kept for verification: the sealed password still opens.
+    let rotated = build(&proxy_with(&[&new_key, &old_key]), true)
+        .await
+        .unwrap();
+    let pulled = rotated
+        .state
+        .registry
+        .pull_manifest(
+            &"mirror/private/app".parse().unwrap(),
+            &"v1".parse().unwrap(),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(pulled.record.digest, digest);
+    assert!(
+        pulled.stale.is_none(),
+        "checked upstream with the opened password"
+    );
+    drop(rotated);
+
+    // The old key dropped: the password cannot be opened, and the error says why.
+    let dropped = build(&proxy_with(&[&new_key]), true).await.unwrap();
+    let err = dropped
+        .state
+        .registry
+        .pull_manifest(
+            &"mirror/private/app".parse().unwrap(),
+            &"v1".parse().unwrap(),
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot be opened"), "{err}");
+}

@@ -137,23 +137,34 @@ impl From<&ProxySettings> for ProxyView {
 }
 
 /// Seals upstream passwords at rest (AES-256-GCM, random nonce, base64 of nonce ‖
-/// ciphertext) with a key derived from a registry secret.
+/// ciphertext) with a key derived from a registry secret; opens with it or with keys of
+/// earlier secrets (after a signing-key rotation).
 pub struct CredentialBox {
     key: LessSafeKey,
+    previous: Vec<LessSafeKey>,
+}
+
+fn derived_key(secret: &[u8]) -> LessSafeKey {
+    let mut hasher = DigestHasher::new(DigestAlgorithm::Sha256);
+    hasher.update(b"registry proxy credentials v1\0");
+    hasher.update(secret);
+    let raw = hex::decode(hasher.finish().hex()).expect("a sha256 digest is hex");
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &raw).expect("a 32-byte AES-256 key"))
 }
 
 impl CredentialBox {
     /// A box keyed by SHA-256 of a domain label and `secret` (the token signing key).
     pub fn from_secret(secret: &[u8]) -> Self {
-        let mut hasher = DigestHasher::new(DigestAlgorithm::Sha256);
-        hasher.update(b"registry proxy credentials v1\0");
-        hasher.update(secret);
-        let digest = hasher.finish();
-        let raw = hex::decode(digest.hex()).expect("a sha256 digest is hex");
-        let key = UnboundKey::new(&AES_256_GCM, &raw).expect("a 32-byte AES-256 key");
         CredentialBox {
-            key: LessSafeKey::new(key),
+            key: derived_key(secret),
+            previous: Vec::new(),
         }
+    }
+
+    /// Also opens what was sealed under `secrets` (the signing keys before a rotation).
+    pub fn with_previous<'a>(mut self, secrets: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        self.previous.extend(secrets.into_iter().map(derived_key));
+        self
     }
 
     pub fn seal(&self, clear: &str) -> Result<String> {
@@ -179,13 +190,14 @@ impl CredentialBox {
             return Err(bad());
         }
         let (nonce, data) = raw.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| bad())?;
-        let mut data = data.to_vec();
-        let clear = self
-            .key
-            .open_in_place(nonce, Aad::empty(), &mut data)
-            .map_err(|_| bad())?;
-        String::from_utf8(clear.to_vec()).map_err(|_| bad())
+        for key in std::iter::once(&self.key).chain(&self.previous) {
+            let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| bad())?;
+            let mut data = data.to_vec();
+            if let Ok(clear) = key.open_in_place(nonce, Aad::empty(), &mut data) {
+                return String::from_utf8(clear.to_vec()).map_err(|_| bad());
+            }
+        }
+        Err(bad())
     }
 }
 
