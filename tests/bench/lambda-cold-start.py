@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FUNCTIONS = ["registry-api", "registry-scan", "registry-webhook"]
+FUNCTIONS = ["registry-api", "registry-scan", "registry-webhook", "registry-proxy-fill"]
 PREFIX = "/2018-06-01/runtime"
 TIMEOUT = 30.0
 
@@ -151,6 +151,7 @@ CASES = {
     "registry-api": (api_event, lambda r: r.get("statusCode") == 401),
     "registry-scan": (lambda: {"Records": []}, lambda r: r == {"batchItemFailures": []}),
     "registry-webhook": (scheduled_event, lambda r: isinstance(r.get("published"), int)),
+    "registry-proxy-fill": (lambda: {"Records": []}, lambda r: r == {"batchItemFailures": []}),
 }
 
 
