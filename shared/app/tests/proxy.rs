@@ -455,6 +455,19 @@ async fn concurrent_pulls_of_an_uncached_blob_share_one_upstream_fetch() {
     let p = Arc::new(proxy().await);
     p.project("hub", upstream_of(&up.url, 300)).await.unwrap();
     p.pull("hub/team/big", "v1").await.unwrap();
+    // A HEAD of the uncached blob asks upstream with a HEAD: its size, no bytes moved.
+    let (status, headers, _) = send(
+        &p.app,
+        Method::HEAD,
+        &format!("/v2/hub/team/big/blobs/{}", blobs[1]),
+        None,
+        "",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-length"], big.len().to_string().as_str());
+    assert_eq!((p.counts().blob_heads, p.counts().blob_gets), (1, 0));
     let before = p.counts().blob_gets;
     let pulls: Vec<_> = (0..8)
         .map(|_| {

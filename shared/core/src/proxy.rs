@@ -688,14 +688,25 @@ impl Registry {
         Ok(record)
     }
 
-    /// The size of a blob of `repo`: its link, or for a proxy project the cached or
-    /// upstream blob (fetched into the cache).
+    /// HEAD of a blob of `repo`: its link's size, or for a proxy project the stored
+    /// blob's (linked) or, uncached, the upstream's answer to a HEAD (nothing fetched).
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         if let Some(size) = self.meta.blob_link(repo, digest).await? {
             return Ok(size);
         }
-        if self.proxy_settings(repo).await?.is_some() {
-            return self.ensure_blob(repo, digest).await;
+        if let Some(settings) = self.proxy_settings(repo).await? {
+            if let Some(size) = self.blobs.stat(digest).await? {
+                self.meta.link_blob(repo, digest, size, &[]).await?;
+                return Ok(size);
+            }
+            let proxy = self.proxy.as_ref().expect("proxy settings imply a proxy");
+            let upstream = proxy.upstream_of(&settings)?;
+            return proxy
+                .upstream
+                .head_blob(&upstream, &settings.upstream_repository(repo), digest)
+                .await
+                .map_err(|e| never_cached(e, repo, &Reference::Digest(digest.clone())))?
+                .ok_or_else(|| RegistryError::BlobUnknown(digest.to_string()));
         }
         Err(RegistryError::BlobUnknown(digest.to_string()))
     }

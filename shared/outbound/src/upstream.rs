@@ -111,6 +111,7 @@ impl std::fmt::Debug for GuardedUpstreamClient {
 struct Counters {
     manifest_heads: AtomicU64,
     manifest_gets: AtomicU64,
+    blob_heads: AtomicU64,
     blob_gets: AtomicU64,
     tokens: AtomicU64,
 }
@@ -178,6 +179,7 @@ enum Credential {
 enum Kind {
     ManifestHead,
     ManifestGet,
+    BlobHead,
     BlobGet,
 }
 
@@ -284,6 +286,7 @@ impl GuardedUpstreamClient {
         match kind {
             Kind::ManifestHead => &self.counters.manifest_heads,
             Kind::ManifestGet => &self.counters.manifest_gets,
+            Kind::BlobHead => &self.counters.blob_heads,
             Kind::BlobGet => &self.counters.blob_gets,
         }
     }
@@ -649,18 +652,30 @@ impl GuardedUpstreamClient {
     /// A GET of the blob's storage URL the upstream redirected to: no `Authorization`
     /// (it is for the upstream only), the guard applied to the new host.
     async fn follow_redirect(&self, target: &Target<'_>, location: Url) -> Result<Response> {
+        self.follow_redirect_with(target, location, None).await
+    }
+
+    /// [`Self::follow_redirect`] with an optional `Range` (a 206 is then the answer).
+    async fn follow_redirect_with(
+        &self,
+        target: &Target<'_>,
+        location: Url,
+        range: Option<&str>,
+    ) -> Result<Response> {
         OutboundGuard::check_scheme(&location)?;
         self.check_literal(&location)?;
         let host = authority(&location);
         let what = format!("{} (redirected by {})", target.what, target.host);
-        let response = self
-            .client
-            .get(location)
+        let mut request = self.client.get(location);
+        if let Some(range) = range {
+            request = request.header(reqwest::header::RANGE, range);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| self.failure(e, &host, &what))?;
         match response.status() {
-            StatusCode::OK => Ok(response),
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => Ok(response),
             status if status.is_redirection() => Err(RegistryError::Upstream(format!(
                 "{host} redirected the {what} once more; only one redirect is followed"
             ))),
@@ -805,6 +820,58 @@ impl UpstreamRegistry for GuardedUpstreamClient {
     /// it arrives; the stream's errors are `Upstream` (a read stalled past
     /// `read_timeout`, a connection broken off).
     ///
+    /// A HEAD; when the upstream redirects it (to its storage, whose URL may be signed
+    /// for GET only), a one-byte ranged GET of the target, whose `Content-Range` gives
+    /// the size.
+    ///
+    /// Errors as the port says; also `Upstream` when no size can be read.
+    async fn head_blob(
+        &self,
+        upstream: &Upstream,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>> {
+        let target = self.target(upstream, repository, "blobs", &digest.to_string())?;
+        let response = self
+            .send_authenticated(
+                &target,
+                Method::HEAD,
+                None,
+                Some(self.config.request_timeout),
+                Kind::BlobHead,
+            )
+            .await?;
+        let size = match response.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            StatusCode::OK => header_u64(response.headers(), CONTENT_LENGTH.as_str()),
+            status if status.is_redirection() => {
+                let location = redirect_location(&response, &target)?;
+                drop(response);
+                let ranged = self
+                    .follow_redirect_with(&target, location, Some("bytes=0-0"))
+                    .await?;
+                let headers = ranged.headers();
+                let total = headers
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.rsplit_once('/'))
+                    .and_then(|(_, total)| total.parse().ok());
+                total.or_else(|| {
+                    (ranged.status() == StatusCode::OK)
+                        .then(|| header_u64(headers, CONTENT_LENGTH.as_str()))
+                        .flatten()
+                })
+            }
+            _ => return Err(unexpected(&response, &target.host, &target.what)),
+        };
+        size.map(Some).ok_or_else(|| {
+            RegistryError::Upstream(format!(
+                "{} did not say the size of the {}",
+                target.host, target.what
+            ))
+        })
+    }
+
     /// Errors as the port says; also `Upstream` when the answer has no `Content-Length`,
     /// the redirect target answers other than 200 or redirects again.
     async fn get_blob(
@@ -899,6 +966,7 @@ impl UpstreamRegistry for GuardedUpstreamClient {
         UpstreamCounts {
             manifest_heads: self.counters.manifest_heads.load(Ordering::Relaxed),
             manifest_gets: self.counters.manifest_gets.load(Ordering::Relaxed),
+            blob_heads: self.counters.blob_heads.load(Ordering::Relaxed),
             blob_gets: self.counters.blob_gets.load(Ordering::Relaxed),
             tokens: self.counters.tokens.load(Ordering::Relaxed),
         }

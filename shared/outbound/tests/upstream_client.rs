@@ -79,6 +79,7 @@ fn counts(heads: u64, gets: u64, blobs: u64, tokens: u64) -> UpstreamCounts {
     UpstreamCounts {
         manifest_heads: heads,
         manifest_gets: gets,
+        blob_heads: 0,
         blob_gets: blobs,
         tokens,
     }
@@ -519,6 +520,27 @@ async fn reference_registry_serves_manifests_and_blobs_by_tag_and_digest() {
             .is_none()
     );
     assert_eq!(client.counts(), counts(4, 8, 6, 0));
+
+    // A HEAD of a blob says its size, and nothing of a missing one.
+    let layer = &seeded.layers[0];
+    assert_eq!(
+        client
+            .head_blob(&upstream, repo, &sha256(layer))
+            .await
+            .unwrap(),
+        Some(layer.len() as u64)
+    );
+    assert_eq!(
+        client.head_blob(&upstream, repo, &missing).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        client.counts(),
+        UpstreamCounts {
+            blob_heads: 2,
+            ..counts(4, 8, 6, 0)
+        }
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -1218,6 +1240,22 @@ async fn a_blob_redirect_is_followed_without_authorization_and_reported() {
     );
     assert_eq!(server.seen_under("/storage/").len(), 1, "not followed");
     assert_eq!(client.counts(), counts(0, 0, 3, 1));
+
+    // A HEAD that is redirected reads the size from the storage's ranged answer.
+    assert_eq!(
+        client
+            .head_blob(&upstream, "team/app", &digest)
+            .await
+            .unwrap(),
+        Some(server.state.blob.len() as u64)
+    );
+    let storage = server.seen_under("/storage/");
+    assert_eq!(storage.len(), 2);
+    assert_eq!(
+        storage[1].authorization, None,
+        "no Authorization to storage"
+    );
+    assert_eq!(client.counts().blob_heads, 1);
 }
 
 #[tokio::test]

@@ -7,7 +7,8 @@
 //!   `expires_in`, 60 s when unsaid, and fetched again once on a 401) or `Basic`;
 //! - every address it connects to is checked by the outbound guard (the operator allows
 //!   internal upstreams explicitly), with bounded connect timeouts;
-//! - `head_manifest` is a HEAD (which Docker Hub does not count against pull limits);
+//! - `head_manifest` and `head_blob` are HEADs (which Docker Hub does not count against
+//!   pull limits);
 //!   `get_manifest` checks the bytes against the digest the upstream announces (or the
 //!   digest asked for) and refuses more than [`crate::manifest::MAX_MANIFEST_SIZE`];
 //! - `get_blob` streams the body as it arrives (constant memory); the caller verifies
@@ -77,6 +78,7 @@ pub struct UpstreamBlob {
 pub struct UpstreamCounts {
     pub manifest_heads: u64,
     pub manifest_gets: u64,
+    pub blob_heads: u64,
     pub blob_gets: u64,
     pub tokens: u64,
 }
@@ -100,6 +102,15 @@ pub trait UpstreamRegistry: Send + Sync + 'static {
         reference: &str,
         accept: &[String],
     ) -> Result<Option<UpstreamManifest>>;
+
+    /// HEAD `/v2/<repository>/blobs/<digest>`: the blob's size (`Content-Length`), without
+    /// its bytes.
+    async fn head_blob(
+        &self,
+        upstream: &Upstream,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>>;
 
     /// GET `/v2/<repository>/blobs/<digest>`, following the upstream's redirect (to its
     /// storage) with the guard applied to that host too.
