@@ -238,6 +238,15 @@ async fn proxy() -> Proxy {
     }
 }
 
+/// A request without credentials or body through `app`.
+async fn bare(
+    app: &axum::Router,
+    method: Method,
+    uri: &str,
+) -> (StatusCode, axum::http::HeaderMap, bytes::Bytes) {
+    send(app, method, uri, None, "", Vec::new()).await
+}
+
 fn upstream_of(url: &str, freshness_secs: u64) -> ProxyRequest {
     ProxyRequest {
         upstream_url: url.to_owned(),
@@ -306,15 +315,8 @@ async fn cached_copies_are_served_stale_when_the_upstream_limits_or_fails() {
 
     for (mode, why) in [(RATE_LIMIT, "429"), (FAIL, "503")] {
         up.mode.store(mode, Ordering::SeqCst);
-        let (status, headers, body) = send(
-            &p.app,
-            Method::GET,
-            "/v2/hub/team/app/manifests/v1",
-            None,
-            "",
-            Vec::new(),
-        )
-        .await;
+        let (status, headers, body) =
+            bare(&p.app, Method::GET, "/v2/hub/team/app/manifests/v1").await;
         assert_eq!(status, StatusCode::OK, "{why}: {body:?}");
         assert_eq!(headers[STALE_HEADER], "true", "{why}");
         assert!(headers["warning"].to_str().unwrap().starts_with("110 "));
@@ -328,15 +330,7 @@ async fn cached_copies_are_served_stale_when_the_upstream_limits_or_fails() {
             layer(3, 500)
         );
         // Never cached: a clear error.
-        let (status, _, body) = send(
-            &p.app,
-            Method::GET,
-            "/v2/hub/team/other/manifests/v1",
-            None,
-            "",
-            Vec::new(),
-        )
-        .await;
+        let (status, _, body) = bare(&p.app, Method::GET, "/v2/hub/team/other/manifests/v1").await;
         let body = String::from_utf8_lossy(&body).to_string();
         let (want_status, want_code) = if mode == RATE_LIMIT {
             (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS")
@@ -348,15 +342,7 @@ async fn cached_copies_are_served_stale_when_the_upstream_limits_or_fails() {
         assert!(body.contains("hub/team/other:v1 is not cached"), "{body}");
     }
     up.mode.store(FORWARD, Ordering::SeqCst);
-    let (_, headers, _) = send(
-        &p.app,
-        Method::GET,
-        "/v2/hub/team/app/manifests/v1",
-        None,
-        "",
-        Vec::new(),
-    )
-    .await;
+    let (_, headers, _) = bare(&p.app, Method::GET, "/v2/hub/team/app/manifests/v1").await;
     assert!(
         headers.get(STALE_HEADER).is_none(),
         "fresh again once the upstream answers"
@@ -574,15 +560,7 @@ async fn clients_cannot_write_into_a_proxy_project_and_a_full_cache_passes_blobs
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body:?}");
     assert!(String::from_utf8_lossy(&body).contains("DENIED"));
-    let (status, _, _) = send(
-        &p.app,
-        Method::DELETE,
-        "/v2/small/team/app/manifests/v1",
-        None,
-        "",
-        Vec::new(),
-    )
-    .await;
+    let (status, _, _) = bare(&p.app, Method::DELETE, "/v2/small/team/app/manifests/v1").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Over the cap: the client gets the blob each time, the cache keeps nothing.
