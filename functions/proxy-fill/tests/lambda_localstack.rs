@@ -150,7 +150,7 @@ async fn uncached_blobs_redirect_upstream_and_the_fill_job_caches_them_in_s3() {
         proxy.state.identities.clone().unwrap(),
         Arc::new(SystemClock),
     )
-    .with_credentials(registry.proxy().and_then(|p| p.credentials().cloned()));
+    .with_proxy(registry.proxy().cloned());
     admin
         .create_project(
             &Actor::System,

@@ -176,7 +176,7 @@ impl Proxy {
             self.composed.state.identities.clone().unwrap(),
             Arc::new(SystemClock),
         )
-        .with_credentials(self.registry().proxy().unwrap().credentials().cloned())
+        .with_proxy(self.registry().proxy().cloned())
     }
 
     async fn project(&self, name: &str, proxy: ProxyRequest) -> Result<(), RegistryError> {
@@ -547,6 +547,24 @@ async fn clients_cannot_write_into_a_proxy_project_and_a_full_cache_passes_blobs
     )
     .await
     .unwrap();
+
+    // An upstream the guard refuses is refused when the project is made, not at a pull.
+    for internal in [
+        "http://169.254.169.254",
+        "http://10.1.2.3:5000",
+        "http://[::1]:5000",
+    ] {
+        let refused = p.project("internal", upstream_of(internal, 0)).await;
+        assert!(
+            matches!(refused, Err(RegistryError::OutboundRefused(_))),
+            "{internal}: {refused:?}"
+        );
+    }
+    let not_http = p.project("internal", upstream_of("file:///etc", 0)).await;
+    assert!(
+        matches!(not_http, Err(RegistryError::Unsupported(_))),
+        "{not_http:?}"
+    );
 
     // Pushes and deletes are refused with DENIED.
     let (status, _, body) = send(

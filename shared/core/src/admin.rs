@@ -347,8 +347,9 @@ fn audit_id(now_ms: u64) -> String {
 pub struct Admin {
     store: Arc<dyn IdentityStore>,
     clock: Arc<dyn Clock>,
-    /// Seals proxy projects' upstream passwords; `None`: such passwords are refused.
-    credentials: Option<Arc<crate::proxy::CredentialBox>>,
+    /// The proxy machinery: it seals upstream passwords and checks upstream addresses;
+    /// `None`: proxy projects are refused.
+    proxy: Option<Arc<crate::proxy::ProxyCache>>,
 }
 
 impl Admin {
@@ -356,25 +357,28 @@ impl Admin {
         Admin {
             store,
             clock,
-            credentials: None,
+            proxy: None,
         }
     }
 
-    /// Seals proxy projects' upstream passwords with `credentials`.
-    pub fn with_credentials(
-        mut self,
-        credentials: Option<Arc<crate::proxy::CredentialBox>>,
-    ) -> Self {
-        self.credentials = credentials;
+    /// Makes and changes proxy projects with `proxy` (their passwords sealed by it, their
+    /// upstreams checked by its guard).
+    pub fn with_proxy(mut self, proxy: Option<Arc<crate::proxy::ProxyCache>>) -> Self {
+        self.proxy = proxy;
         self
     }
 
     /// Validated proxy settings from a request (`current`: the settings it replaces).
-    fn proxy_settings(
+    async fn proxy_settings(
         &self,
         request: crate::proxy::ProxyRequest,
         current: Option<&crate::proxy::ProxySettings>,
     ) -> Result<crate::proxy::ProxySettings> {
+        let Some(proxy) = &self.proxy else {
+            return Err(RegistryError::Unsupported(
+                "proxy projects are not served here".into(),
+            ));
+        };
         let url = request.upstream_url.trim().trim_end_matches('/').to_owned();
         let parsed = url::Url::parse(&url)
             .map_err(|e| RegistryError::Unsupported(format!("upstream URL {url:?}: {e}")))?;
@@ -388,6 +392,8 @@ impl Admin {
                 "upstream URL {url:?}: an http(s) URL of a registry, without credentials or query"
             )));
         }
+        // An upstream the registry may never reach is refused now, not at the first pull.
+        proxy.upstream().check_upstream(&url).await?;
         if request.password.is_some() && request.username.is_none() {
             return Err(RegistryError::Unsupported(
                 "an upstream password needs an upstream username".into(),
@@ -395,8 +401,8 @@ impl Admin {
         }
         let sealed_password = match (&request.password, current) {
             (Some(password), _) => Some(
-                self.credentials
-                    .as_ref()
+                proxy
+                    .credentials()
                     .ok_or_else(|| {
                         RegistryError::Unsupported(
                             "upstream passwords need a credential key (the token signing key)"
@@ -779,10 +785,10 @@ impl Admin {
     pub async fn create_project(&self, actor: &Actor, new: NewProject) -> Result<ProjectView> {
         Self::require_system_admin(actor, "creating projects")?;
         validate_project_name(&new.name)?;
-        let proxy = new
-            .proxy
-            .map(|request| self.proxy_settings(request, None))
-            .transpose()?;
+        let proxy = match new.proxy {
+            Some(request) => Some(self.proxy_settings(request, None).await?),
+            None => None,
+        };
         let project = Project {
             name: new.name.clone(),
             public: new.public,
@@ -880,7 +886,7 @@ impl Admin {
                     "project {name} is not a proxy project (a project becomes one when it is created)"
                 )));
             };
-            project.proxy = Some(self.proxy_settings(request, Some(current))?);
+            project.proxy = Some(self.proxy_settings(request, Some(current)).await?);
         }
         if let Some(public) = patch.public {
             project.public = public;

@@ -173,14 +173,6 @@ impl IntoResponse for MgmtError {
     }
 }
 
-/// The key that seals proxy projects' upstream passwords, if this process has one.
-fn credential_box(state: &AppState) -> Option<std::sync::Arc<registry_core::proxy::CredentialBox>> {
-    state
-        .registry
-        .proxy()
-        .and_then(|p| p.credentials().cloned())
-}
-
 /// The use-cases over the store in use, and who calls them.
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Admin, Actor), MgmtError> {
     let Some(auth) = &state.auth else {
@@ -189,12 +181,12 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Admin, Actor),
         })?;
         return Ok((
             Admin::new(store, state.registry.clock().clone())
-                .with_credentials(credential_box(state)),
+                .with_proxy(state.registry.proxy().cloned()),
             Actor::System,
         ));
     };
     let admin = Admin::new(auth.store().clone(), auth.clock().clone())
-        .with_credentials(credential_box(state));
+        .with_proxy(state.registry.proxy().cloned());
     let caller = match credentials(headers) {
         Credentials::None => {
             return Err(RegistryError::Unauthorized("authentication required".into()).into());

@@ -80,6 +80,27 @@ pub(crate) fn build_client(builder: reqwest::ClientBuilder, what: &str) -> Resul
     })
 }
 
+/// Checks that `url` may be reached now: scheme, host, and every address it resolves to
+/// (within `timeout`).
+pub(crate) async fn check_url(
+    guard: &OutboundGuard,
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let url = parse_target(url)?;
+    if let Some(ip) = literal_ip(&url) {
+        return guard.check(ip);
+    }
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(80);
+    tokio::time::timeout(timeout, resolve_checked(guard, host, port))
+        .await
+        .map_err(|_| {
+            RegistryError::Upstream(format!("resolving {host} took longer than {timeout:?}"))
+        })??;
+    Ok(())
+}
+
 /// The guarded outbound HTTP client; cheap to share (`Arc`), one connection pool.
 #[derive(Debug, Clone)]
 pub struct GuardedHttpClient {
@@ -149,24 +170,7 @@ impl GuardedHttpClient {
 #[async_trait]
 impl OutboundHttp for GuardedHttpClient {
     async fn check_target(&self, url: &str) -> Result<()> {
-        let url = parse_target(url)?;
-        if let Some(ip) = literal_ip(&url) {
-            return self.guard.check(ip);
-        }
-        let host = url.host_str().unwrap_or_default();
-        let port = url.port_or_known_default().unwrap_or(80);
-        tokio::time::timeout(
-            self.config.timeout,
-            resolve_checked(&self.guard, host, port),
-        )
-        .await
-        .map_err(|_| {
-            RegistryError::Upstream(format!(
-                "resolving {host} took longer than {:?}",
-                self.config.timeout
-            ))
-        })??;
-        Ok(())
+        check_url(&self.guard, url, self.config.timeout).await
     }
 
     async fn post(&self, request: &OutboundRequest) -> Result<OutboundResponse> {

@@ -686,6 +686,10 @@ impl GuardedUpstreamClient {
 
 #[async_trait]
 impl UpstreamRegistry for GuardedUpstreamClient {
+    async fn check_upstream(&self, url: &str) -> Result<()> {
+        crate::check_url(&self.guard, url, self.config.request_timeout).await
+    }
+
     /// A HEAD with the Accept header (the given types joined, or the OCI and Docker
     /// manifest and index types when none). Falls back to a GET (verified as
     /// `get_manifest` does) when the upstream does not say the digest, type or size.

@@ -85,6 +85,10 @@ pub struct UpstreamCounts {
 
 #[async_trait]
 pub trait UpstreamRegistry: Send + Sync + 'static {
+    /// Checks that the upstream at `url` may be reached now (scheme, host, every address
+    /// it resolves to): what a proxy project is refused at creation when it fails.
+    async fn check_upstream(&self, url: &str) -> Result<()>;
+
     /// HEAD `/v2/<repository>/manifests/<reference>` with `accept` as the Accept header.
     async fn head_manifest(
         &self,
