@@ -12,6 +12,7 @@ use registry_aws::sqs_job_queue::{SqsJobQueue, SqsQueueSettings};
 use registry_aws::{AwsClients, AwsSettings};
 use registry_core::auth::{AuthService, AuthSettings, KeySet, ThrottleConfig, TokenIssuer};
 use registry_core::events::{EventRelay, EventsConfig};
+use registry_core::identity::ProjectCache;
 use registry_core::outbound::OutboundGuard;
 use registry_core::ports::{
     BlobStore, Clock, IdentityStore, JobQueue, MetadataStore, ProxyCacheStore, ScanStore,
@@ -398,7 +399,11 @@ pub async fn build_proxy_fill(config: &ServerConfig) -> Result<Arc<Worker>> {
 
 /// Proxy projects' machinery over `stores`: the guarded upstream client, the credential
 /// key (from the token signing key), the blob mode and the proxy-fill queue.
-pub fn proxy_cache(config: &ServerConfig, stores: &Stores) -> Result<Arc<ProxyCache>> {
+pub fn proxy_cache(
+    config: &ServerConfig,
+    stores: &Stores,
+    projects: Arc<ProjectCache>,
+) -> Result<Arc<ProxyCache>> {
     let upstream = GuardedUpstreamClient::new(UpstreamConfig {
         guard: OutboundGuard::new(OutboundGuard::parse_allowed(&config.events.outbound_allow)?),
         ..UpstreamConfig::default()
@@ -430,7 +435,7 @@ pub fn proxy_cache(config: &ServerConfig, stores: &Stores) -> Result<Arc<ProxyCa
         BlobFetchMode::StreamAndStore
     };
     let mut proxy = ProxyCache::new(
-        stores.identities.clone(),
+        projects,
         stores.proxy.clone(),
         Arc::new(upstream),
         credentials,
@@ -450,13 +455,15 @@ fn registry_over(
     events: Option<&EventsRuntime>,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<Registry>> {
+    // One cache of projects for the pull gate and the proxy: a pull reads its project once.
+    let projects = Arc::new(ProjectCache::new(stores.identities.clone()));
     let mut registry = Registry::new(
         stores.blobs.clone(),
         stores.meta.clone(),
         clock,
         registry_config(config),
     )
-    .with_proxy(proxy_cache(config, stores)?);
+    .with_proxy(proxy_cache(config, stores, projects.clone())?);
     if let Some(events) = events {
         registry = registry.with_events(events.relay.clone());
     }
@@ -469,11 +476,7 @@ fn registry_over(
         .map(str::to_owned)
         .collect();
     Ok(Arc::new(registry.with_pull_gate(Arc::new(
-        registry_core::scan::PullGate::new(
-            stores.identities.clone(),
-            stores.scans.clone(),
-            allowlist,
-        ),
+        registry_core::scan::PullGate::new(projects, stores.scans.clone(), allowlist),
     ))))
 }
 

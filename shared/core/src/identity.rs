@@ -219,6 +219,55 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// How long a process trusts a project it has read: a pull costs no project read within
+/// it, and a change made elsewhere (policy, proxy settings) applies everywhere within it.
+pub const PROJECT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Projects as the pull path reads them (the pull gate's policies, proxy projects'
+/// settings): each read from the store at most once per [`PROJECT_CACHE_TTL`], shared
+/// by everything in the process that needs it.
+pub struct ProjectCache {
+    identities: std::sync::Arc<dyn crate::ports::IdentityStore>,
+    /// Project → the project (`None`: there is no such project), read at the instant kept.
+    cache:
+        std::sync::Mutex<std::collections::HashMap<String, (Option<Project>, std::time::Instant)>>,
+}
+
+impl ProjectCache {
+    pub fn new(identities: std::sync::Arc<dyn crate::ports::IdentityStore>) -> Self {
+        ProjectCache {
+            identities,
+            cache: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The project `name`, read at most once per [`PROJECT_CACHE_TTL`].
+    pub async fn get(&self, name: &str) -> crate::Result<Option<Project>> {
+        let now = std::time::Instant::now();
+        if let Ok(cache) = self.cache.lock()
+            && let Some((project, read)) = cache.get(name)
+            && now.duration_since(*read) < PROJECT_CACHE_TTL
+        {
+            return Ok(project.clone());
+        }
+        let project = self.identities.get_project(name).await?;
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(name.to_owned(), (project.clone(), now));
+        }
+        Ok(project)
+    }
+
+    /// Forgets `name` (after a change made in this process).
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(name);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

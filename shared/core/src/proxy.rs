@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -28,8 +27,8 @@ use crate::events::{Event, EventKind};
 use crate::manifest;
 use crate::names::{Reference, RepoName, Tag};
 use crate::ports::{
-    BlobContent, ByteStream, IdentityStore, Job, JobQueue, ManifestRecord, ProxyCacheStore,
-    Upstream, UpstreamRegistry,
+    BlobContent, ByteStream, Job, JobQueue, ManifestRecord, ProxyCacheStore, Upstream,
+    UpstreamRegistry,
 };
 use crate::registry::{BlobRead, RangeRequest, Registry};
 use crate::worker::{Attempt, JobHandler, JobOutcome};
@@ -37,8 +36,6 @@ use crate::worker::{Attempt, JobHandler, JobOutcome};
 /// How long a tag is served from the cache before it is checked upstream again, unless
 /// the project says otherwise.
 pub const DEFAULT_FRESHNESS_SECS: u64 = 300;
-/// How long this process trusts what it read of a project's proxy settings.
-const SETTINGS_CACHE_TTL: Duration = Duration::from_secs(30);
 /// The response header that marks a manifest served from the cache because the upstream
 /// could not be asked (down, or rate-limiting).
 pub const STALE_HEADER: &str = "x-registry-proxy-stale";
@@ -216,13 +213,12 @@ type FlightResult = Option<std::result::Result<u64, String>>;
 /// The proxy machinery one process shares: settings lookups, the upstream client, the
 /// blob fetches in flight.
 pub struct ProxyCache {
-    identities: Arc<dyn IdentityStore>,
+    projects: Arc<crate::identity::ProjectCache>,
     store: Arc<dyn ProxyCacheStore>,
     upstream: Arc<dyn UpstreamRegistry>,
     credentials: Option<Arc<CredentialBox>>,
     fill_queue: Option<Arc<dyn JobQueue>>,
     mode: BlobFetchMode,
-    settings: Mutex<HashMap<String, (Option<ProxySettings>, Instant)>>,
     flights: Flights,
 }
 
@@ -270,20 +266,19 @@ impl Flights {
 
 impl ProxyCache {
     pub fn new(
-        identities: Arc<dyn IdentityStore>,
+        projects: Arc<crate::identity::ProjectCache>,
         store: Arc<dyn ProxyCacheStore>,
         upstream: Arc<dyn UpstreamRegistry>,
         credentials: Option<Arc<CredentialBox>>,
         mode: BlobFetchMode,
     ) -> Self {
         ProxyCache {
-            identities,
+            projects,
             store,
             upstream,
             credentials,
             fill_queue: None,
             mode,
-            settings: Mutex::default(),
             flights: Flights::default(),
         }
     }
@@ -307,31 +302,14 @@ impl ProxyCache {
     }
 
     /// The proxy settings of `project`, `None` when it is not a proxy project (or does
-    /// not exist); read at most once per 30 s per process.
+    /// not exist); read through the process's project cache.
     pub async fn settings_of(&self, project: &str) -> Result<Option<ProxySettings>> {
-        let now = Instant::now();
-        if let Ok(cache) = self.settings.lock()
-            && let Some((settings, read)) = cache.get(project)
-            && now.duration_since(*read) < SETTINGS_CACHE_TTL
-        {
-            return Ok(settings.clone());
-        }
-        let settings = self
-            .identities
-            .get_project(project)
-            .await?
-            .and_then(|p| p.proxy);
-        if let Ok(mut cache) = self.settings.lock() {
-            cache.insert(project.to_owned(), (settings.clone(), now));
-        }
-        Ok(settings)
+        Ok(self.projects.get(project).await?.and_then(|p| p.proxy))
     }
 
     /// Drops what this process remembers of `project`'s settings.
     pub fn forget(&self, project: &str) {
-        if let Ok(mut cache) = self.settings.lock() {
-            cache.remove(project);
-        }
+        self.projects.forget(project);
     }
 
     /// The upstream and credentials of a project's settings.
@@ -358,25 +336,6 @@ impl ProxyCache {
         {
             tracing::warn!(error = %e, kind = %job.kind, "could not queue a proxy-fill job");
         }
-    }
-
-    fn join_flight(
-        &self,
-        digest: &Digest,
-    ) -> std::result::Result<
-        tokio::sync::watch::Receiver<FlightResult>,
-        tokio::sync::watch::Sender<FlightResult>,
-    > {
-        self.flights.join(digest)
-    }
-
-    fn land(
-        &self,
-        digest: &Digest,
-        tx: &tokio::sync::watch::Sender<FlightResult>,
-        result: std::result::Result<u64, String>,
-    ) {
-        self.flights.land(digest, tx, result)
     }
 }
 
@@ -479,26 +438,15 @@ fn upstream_trouble(e: &RegistryError) -> bool {
     )
 }
 
-/// Manifest media types asked upstream when the client's Accept says nothing.
-const DEFAULT_ACCEPT: [&str; 4] = [
-    manifest::OCI_INDEX,
-    manifest::OCI_MANIFEST,
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-];
-
+/// The client's Accept as asked upstream: its media types, without wildcards (an empty
+/// list makes the upstream client ask for every manifest and index type).
 fn upstream_accept(accept: &[String]) -> Vec<String> {
-    let given: Vec<String> = accept
+    accept
         .iter()
         .flat_map(|a| a.split(','))
         .map(|a| a.trim().to_owned())
         .filter(|a| !a.is_empty() && a != "*/*")
-        .collect();
-    if given.is_empty() {
-        DEFAULT_ACCEPT.iter().map(|s| (*s).to_owned()).collect()
-    } else {
-        given
-    }
+        .collect()
 }
 
 impl Registry {
@@ -695,8 +643,7 @@ impl Registry {
             return Ok(size);
         }
         if let Some(settings) = self.proxy_settings(repo).await? {
-            if let Some(size) = self.blobs.stat(digest).await? {
-                self.meta.link_blob(repo, digest, size, &[]).await?;
+            if let Some(size) = self.link_stored(repo, digest).await? {
                 return Ok(size);
             }
             let proxy = self.proxy.as_ref().expect("proxy settings imply a proxy");
@@ -742,8 +689,7 @@ impl Registry {
         settings: &ProxySettings,
     ) -> Result<Option<BlobRead>> {
         let proxy = self.proxy.as_ref().expect("proxy settings imply a proxy");
-        if let Some(size) = self.blobs.stat(digest).await? {
-            self.meta.link_blob(repo, digest, size, &[]).await?;
+        if self.link_stored(repo, digest).await?.is_some() {
             return Ok(None);
         }
         match proxy.mode {
@@ -782,6 +728,16 @@ impl Registry {
         }
     }
 
+    /// Links `digest` in `repo` if the blob store holds it already (another repository
+    /// cached it); its size, or `None` when it is not stored.
+    async fn link_stored(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let Some(size) = self.blobs.stat(digest).await? else {
+            return Ok(None);
+        };
+        self.meta.link_blob(repo, digest, size, &[]).await?;
+        Ok(Some(size))
+    }
+
     /// Makes `digest` cached and linked in `repo` (a proxy project), fetching it from
     /// the upstream unless it is stored already; concurrent callers share one fetch.
     /// Returns its size.
@@ -794,11 +750,10 @@ impl Registry {
         };
         let proxy = self.proxy.as_ref().expect("proxy settings imply a proxy");
         loop {
-            if let Some(size) = self.blobs.stat(digest).await? {
-                self.meta.link_blob(repo, digest, size, &[]).await?;
+            if let Some(size) = self.link_stored(repo, digest).await? {
                 return Ok(size);
             }
-            match proxy.join_flight(digest) {
+            match proxy.flights.join(digest) {
                 Ok(mut rx) => {
                     let landed = rx.wait_for(Option::is_some).await.map(|r| r.clone());
                     match landed {
@@ -809,15 +764,12 @@ impl Registry {
                 }
                 Err(tx) => {
                     // A fetch may have landed between the look above and the lead.
-                    let result = match self.blobs.stat(digest).await {
-                        Ok(Some(size)) => self
-                            .meta
-                            .link_blob(repo, digest, size, &[])
-                            .await
-                            .map(|()| size),
-                        _ => self.fetch_into_cache(repo, digest, &settings).await,
+                    let result = match self.link_stored(repo, digest).await {
+                        Ok(Some(size)) => Ok(size),
+                        Ok(None) => self.fetch_into_cache(repo, digest, &settings).await,
+                        Err(e) => Err(e),
                     };
-                    proxy.land(
+                    proxy.flights.land(
                         digest,
                         &tx,
                         result.as_ref().map(|s| *s).map_err(|e| e.to_string()),
@@ -898,7 +850,7 @@ impl Registry {
         settings: &ProxySettings,
     ) -> Result<Option<BlobRead>> {
         let proxy = self.proxy.as_ref().expect("proxy settings imply a proxy");
-        let tx = match proxy.join_flight(digest) {
+        let tx = match proxy.flights.join(digest) {
             Ok(_) => {
                 self.ensure_blob(repo, digest).await?;
                 return Ok(None);
@@ -906,15 +858,20 @@ impl Registry {
             Err(tx) => tx,
         };
         // A fetch may have landed between the caller's look and the lead.
-        if let Ok(Some(size)) = self.blobs.stat(digest).await {
-            let linked = self.meta.link_blob(repo, digest, size, &[]).await;
-            let landed = linked.as_ref().map(|()| size).map_err(|e| e.to_string());
-            proxy.land(digest, &tx, landed);
-            linked?;
-            return Ok(None);
+        match self.link_stored(repo, digest).await {
+            Ok(None) => {}
+            stored => {
+                let landed = stored
+                    .as_ref()
+                    .map(|s| s.unwrap_or(0))
+                    .map_err(|e| e.to_string());
+                proxy.flights.land(digest, &tx, landed);
+                stored?;
+                return Ok(None);
+            }
         }
         let fail = |e: RegistryError| {
-            proxy.land(digest, &tx, Err(e.to_string()));
+            proxy.flights.land(digest, &tx, Err(e.to_string()));
             e
         };
         let upstream = proxy.upstream_of(settings).map_err(fail)?;
@@ -981,7 +938,7 @@ impl Registry {
             if let Err(e) = &result {
                 tracing::warn!(repository = %this_repo, digest = %this_digest, error = %e, "proxied blob not cached");
             }
-            proxy.land(&this_digest, &tx, result);
+            proxy.flights.land(&this_digest, &tx, result);
         });
         Ok(Some(BlobRead {
             content: BlobContent::Stream {
@@ -1126,7 +1083,8 @@ impl ProxyFiller {
         reference: &Reference,
         platform: Option<&str>,
     ) -> Result<u64> {
-        let accept: Vec<String> = DEFAULT_ACCEPT.iter().map(|s| (*s).to_owned()).collect();
+        // No Accept: any manifest or index (the upstream client asks for every type).
+        let accept: [String; 0] = [];
         let mut record = self
             .registry
             .fetch_manifest(repo, reference, &accept)

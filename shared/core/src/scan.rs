@@ -369,76 +369,46 @@ pub trait DatabaseImporter: Send + Sync + 'static {
     ) -> crate::Result<crate::ports::VulnDbInfo>;
 }
 
-/// How long a process trusts a project's policy it has read (a pull costs no project
-/// read within it; a policy change applies everywhere within it).
-pub const POLICY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-
-type PolicyCache =
-    std::collections::HashMap<String, (Option<(String, VulnerabilityPolicy)>, std::time::Instant)>;
-
 /// Applies projects' vulnerability policies to manifest pulls.
 pub struct PullGate {
-    identities: std::sync::Arc<dyn crate::ports::IdentityStore>,
+    projects: std::sync::Arc<crate::identity::ProjectCache>,
     reports: std::sync::Arc<dyn crate::ports::ScanStore>,
     system_allowlist: std::collections::BTreeSet<String>,
-    /// Project → its policy (`None`: no such project), read at the instant kept.
-    cache: std::sync::Mutex<PolicyCache>,
 }
 
 impl PullGate {
     pub fn new(
-        identities: std::sync::Arc<dyn crate::ports::IdentityStore>,
+        projects: std::sync::Arc<crate::identity::ProjectCache>,
         reports: std::sync::Arc<dyn crate::ports::ScanStore>,
         system_allowlist: std::collections::BTreeSet<String>,
     ) -> Self {
         PullGate {
-            identities,
+            projects,
             reports,
             system_allowlist,
-            cache: std::sync::Mutex::default(),
         }
     }
 
-    /// Forgets the cached policy of `project` (after a change made in this process).
+    /// Forgets what this process read of `project` (after a change made in it).
     pub fn forget(&self, project: &str) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.remove(project);
-        }
-    }
-
-    /// The project's name and policy, read at most once per [`POLICY_CACHE_TTL`].
-    async fn policy(&self, project: &str) -> crate::Result<Option<(String, VulnerabilityPolicy)>> {
-        let now = std::time::Instant::now();
-        if let Ok(cache) = self.cache.lock()
-            && let Some((policy, read)) = cache.get(project)
-            && now.duration_since(*read) < POLICY_CACHE_TTL
-        {
-            return Ok(policy.clone());
-        }
-        let policy = self
-            .identities
-            .get_project(project)
-            .await?
-            .map(|p| (p.name, p.vulnerability_policy));
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 10_000 {
-                cache.clear();
-            }
-            cache.insert(project.to_owned(), (policy.clone(), now));
-        }
-        Ok(policy)
+        self.projects.forget(project);
     }
 
     /// `Ok` when `record` may be pulled from `repo`. Indexes and artifacts always pass
     /// (a client pulling an index then pulls an image manifest, which is checked).
-    /// Costs a project read once per [`POLICY_CACHE_TTL`], and a report read when the
-    /// project has a policy.
+    /// Costs a project read once per [`crate::identity::PROJECT_CACHE_TTL`], and a report
+    /// read when the project has a policy.
     pub async fn check(
         &self,
         repo: &crate::RepoName,
         record: &crate::ports::ManifestRecord,
     ) -> crate::Result<()> {
-        let Some((project, policy)) = self.policy(repo.project()).await? else {
+        let Some(crate::identity::Project {
+            name: project,
+            vulnerability_policy: policy,
+            ..
+        }) = self.projects.get(repo.project()).await?
+        else {
             return Ok(());
         };
         if !policy.is_active() || !is_image(&record.content) {
