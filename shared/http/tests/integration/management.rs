@@ -3,7 +3,7 @@
 //! robot, anonymous), duplicates, unknown names, robot secrets and their grants at
 //! `/token`, memberships taking effect on `/v2`, the audit log, and auth-off mode.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

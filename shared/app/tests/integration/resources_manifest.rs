@@ -7,7 +7,7 @@ use registry_app::ServerConfig;
 use serde_json::Value;
 
 fn manifest() -> Value {
-    serde_json::from_str(include_str!("../../../infra/resources.json"))
+    serde_json::from_str(include_str!("../../../../infra/resources.json"))
         .expect("resources.json is JSON")
 }
 

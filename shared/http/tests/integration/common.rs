@@ -2,7 +2,7 @@
 //! temporary directory, driven in-process with `tower::ServiceExt::oneshot`, plus helpers
 //! that build requests, blobs and manifests and check OCI error bodies.
 //!
-//! Every test file compiles this module on its own and uses a part of it.
+//! Every test module uses a part of it.
 #![allow(dead_code)]
 
 use std::fmt;

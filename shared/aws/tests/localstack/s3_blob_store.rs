@@ -7,7 +7,7 @@
 //! every test fails (never skips). Each test works under its own random key prefix in
 //! `$REGISTRY_S3_BUCKET`, removed when the test ends.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Blob endpoints over HTTP: monolithic push, pull (GET, HEAD, ranges), repository
 //! scoping, delete, cross-repository mounts and digest validation.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -6,7 +6,7 @@
 //! Each test uses a fresh table and S3 prefix, removed at its end; the tests fail, never
 //! skip, when LocalStack is not there.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -8,7 +8,7 @@
 
 // The shared router helpers; this file uses `send` only.
 #[allow(dead_code)]
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};

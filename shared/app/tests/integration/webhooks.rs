@@ -6,7 +6,7 @@
 //! log; re-sends by hand; the outbox sweep; and the outbound guard (SSRF). The AWS
 //! tests need `source localstack/env` and fail (never skip) without it.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

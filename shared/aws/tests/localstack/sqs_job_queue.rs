@@ -5,7 +5,7 @@
 //! of more than 10. Needs LocalStack: `localstack/start && source localstack/env`; the
 //! tests fail (never skip) without it.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

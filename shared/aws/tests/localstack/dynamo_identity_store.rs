@@ -5,7 +5,7 @@
 //! Every test gets a fresh table (string `pk` HASH, string `sk` RANGE, on-demand), removed
 //! when it ends. Fails, never skips, when LocalStack is not there.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

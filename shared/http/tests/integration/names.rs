@@ -2,7 +2,7 @@
 //! path traversal attempts, repository names that look like endpoints, unsupported
 //! methods, and the rule that every error code is one the spec defines.
 
-mod common;
+use crate::common;
 
 use axum::http::Method;
 use common::*;

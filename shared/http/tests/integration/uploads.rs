@@ -1,7 +1,7 @@
 //! Upload sessions over HTTP: POST then PUT, chunked and streamed PATCH, out-of-order
 //! and failed chunks, digest verification, status, cancel, expiry and request limits.
 
-mod common;
+use crate::common;
 
 use common::*;
 use registry_core::RegistryConfig;

@@ -4,7 +4,7 @@
 //! it; `/api/v1/scan-reports` answers in the registry's format and in Harbor's; the SBOM
 //! is a referrer of the image.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::time::{Duration, Instant};

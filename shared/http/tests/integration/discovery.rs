@@ -1,7 +1,7 @@
 //! Discovery over HTTP: the `/v2/` check, tag listing with pagination, the catalog,
 //! and the referrers API with `artifactType` filtering.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

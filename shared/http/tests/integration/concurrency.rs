@@ -1,7 +1,7 @@
 //! Concurrent requests over HTTP: the same blob pushed many times at once, racing tag
 //! updates, racing chunks of one upload, and independent uploads interleaved.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

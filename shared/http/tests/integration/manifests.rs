@@ -2,7 +2,7 @@
 //! negotiation, Docker and OCI kinds, reference checks, validation, size limit, delete
 //! and retagging, and the `OCI-Subject` header.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

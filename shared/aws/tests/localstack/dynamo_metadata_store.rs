@@ -7,7 +7,7 @@
 //! keeps, that a repeated append lands once, and the proxy cache items' number
 //! attributes. Fails, never skips, when LocalStack is not there.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

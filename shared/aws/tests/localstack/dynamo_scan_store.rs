@@ -6,7 +6,7 @@
 //! deleted, and the attribute `set_current_db`'s condition reads. Fails, never skips,
 //! when LocalStack is not there.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

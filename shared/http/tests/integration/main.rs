@@ -1,0 +1,11 @@
+//! The HTTP API's integration tests, one module per area, linked into one binary
+//! (one test binary per crate: each link of the AWS SDK costs seconds and ~100 MB of disk).
+
+mod blobs;
+mod common;
+mod concurrency;
+mod discovery;
+mod management;
+mod manifests;
+mod names;
+mod uploads;
