@@ -11,6 +11,10 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Free disk, so that a run that fails for space says so at the top (a clean build's
+# target/ peaks near 4 GB).
+df -h . | sed 's/^/disk: /'
+
 step "installing test dependencies"
 bash tests/install-deps.sh
 
@@ -40,3 +44,5 @@ tests/.venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider -m "not faults
 
 step "fault injection (stops and restarts LocalStack)"
 tests/.venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider -m faults
+
+du -sh target | sed 's/^/target size: /'
