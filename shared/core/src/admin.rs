@@ -350,6 +350,10 @@ pub struct Admin {
     /// The proxy machinery: it seals upstream passwords and checks upstream addresses;
     /// `None`: proxy projects are refused.
     proxy: Option<Arc<crate::proxy::ProxyCache>>,
+    /// What this process remembers of projects: a project it changes is dropped there, so
+    /// its new policy and proxy settings apply here at once (elsewhere within the cache's
+    /// lifetime).
+    projects: Option<Arc<crate::identity::ProjectCache>>,
 }
 
 impl Admin {
@@ -358,6 +362,7 @@ impl Admin {
             store,
             clock,
             proxy: None,
+            projects: None,
         }
     }
 
@@ -366,6 +371,21 @@ impl Admin {
     pub fn with_proxy(mut self, proxy: Option<Arc<crate::proxy::ProxyCache>>) -> Self {
         self.proxy = proxy;
         self
+    }
+
+    /// Drops changed projects from `projects`, the process's cache of them.
+    pub fn with_project_cache(
+        mut self,
+        projects: Option<Arc<crate::identity::ProjectCache>>,
+    ) -> Self {
+        self.projects = projects;
+        self
+    }
+
+    fn forget_project(&self, name: &str) {
+        if let Some(projects) = &self.projects {
+            projects.forget(name);
+        }
     }
 
     /// Validated proxy settings from a request (`current`: the settings it replaces).
@@ -392,13 +412,13 @@ impl Admin {
                 "upstream URL {url:?}: an http(s) URL of a registry, without credentials or query"
             )));
         }
-        // An upstream the registry may never reach is refused now, not at the first pull.
-        proxy.upstream().check_upstream(&url).await?;
         if request.password.is_some() && request.username.is_none() {
             return Err(RegistryError::Unsupported(
                 "an upstream password needs an upstream username".into(),
             ));
         }
+        // An upstream the registry may never reach is refused now, not at the first pull.
+        proxy.upstream().check_upstream(&url).await?;
         let sealed_password = match (&request.password, current) {
             (Some(password), _) => Some(
                 proxy
@@ -800,6 +820,7 @@ impl Admin {
             .create_project(&project)
             .await
             .map_err(|e| exists(e, format!("project {}", new.name)))?;
+        self.forget_project(&project.name);
         self.audit(
             actor,
             "project.create",
@@ -897,6 +918,7 @@ impl Admin {
         if !self.store.update_project(&project).await? {
             return Err(unknown(format!("project {name}")));
         }
+        self.forget_project(name);
         let detail = format!(
             "public={} vulnerabilityPolicy={} proxy={}",
             project.public,
@@ -917,6 +939,7 @@ impl Admin {
         if !self.store.delete_project(name).await? {
             return Err(unknown(format!("project {name}")));
         }
+        self.forget_project(name);
         self.audit(actor, "project.delete", &format!("project:{name}"), "")
             .await
     }

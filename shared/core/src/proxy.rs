@@ -21,14 +21,13 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::digest::{Digest, DigestAlgorithm, DigestHasher};
+use crate::digest::{Digest, DigestHasher};
 use crate::error::{RegistryError, Result};
-use crate::events::{Event, EventKind};
 use crate::manifest;
 use crate::names::{Reference, RepoName, Tag};
 use crate::ports::{
     BlobContent, ByteStream, Job, JobQueue, ManifestRecord, ProxyCacheStore, Upstream,
-    UpstreamRegistry,
+    UpstreamManifest, UpstreamRegistry,
 };
 use crate::registry::{BlobRead, RangeRequest, Registry};
 use crate::worker::{Attempt, JobHandler, JobOutcome};
@@ -66,9 +65,10 @@ impl ProxySettings {
     /// Docker Hub (`docker.io`, `registry-1.docker.io`): single-name images live under
     /// `library/`.
     pub fn is_docker_hub(&self) -> bool {
-        let host = url_host(&self.upstream_url);
+        let url = url::Url::parse(&self.upstream_url).ok();
+        let host = url.as_ref().and_then(|u| u.host_str()).unwrap_or("");
         matches!(
-            host.as_str(),
+            host,
             "docker.io" | "registry-1.docker.io" | "index.docker.io"
         )
     }
@@ -85,14 +85,6 @@ impl ProxySettings {
             rest.to_owned()
         }
     }
-}
-
-fn url_host(url: &str) -> String {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    rest.split(['/', ':'])
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase()
 }
 
 /// What a client sends to make or change a proxy project (the password in clear, once).
@@ -142,11 +134,11 @@ pub struct CredentialBox {
 }
 
 fn derived_key(secret: &[u8]) -> LessSafeKey {
-    let mut hasher = DigestHasher::new(DigestAlgorithm::Sha256);
-    hasher.update(b"registry proxy credentials v1\0");
-    hasher.update(secret);
-    let raw = hex::decode(hasher.finish().hex()).expect("a sha256 digest is hex");
-    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &raw).expect("a 32-byte AES-256 key"))
+    let mut sha256 = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    sha256.update(b"registry proxy credentials v1\0");
+    sha256.update(secret);
+    let raw = sha256.finish();
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, raw.as_ref()).expect("a 32-byte AES-256 key"))
 }
 
 impl CredentialBox {
@@ -213,7 +205,7 @@ type FlightResult = Option<std::result::Result<u64, String>>;
 /// The proxy machinery one process shares: settings lookups, the upstream client, the
 /// blob fetches in flight.
 pub struct ProxyCache {
-    projects: Arc<crate::identity::ProjectCache>,
+    pub(crate) projects: Arc<crate::identity::ProjectCache>,
     store: Arc<dyn ProxyCacheStore>,
     upstream: Arc<dyn UpstreamRegistry>,
     credentials: Option<Arc<CredentialBox>>,
@@ -222,43 +214,47 @@ pub struct ProxyCache {
     flights: Flights,
 }
 
-/// The blob fetches in flight in this process: one leader per digest, the others wait
+/// The blob fetches in flight in this process: one leader per project and digest (a
+/// fetch is from one project's upstream, with its credentials and cap), the others wait
 /// for what it lands.
 #[derive(Default)]
-struct Flights(Mutex<HashMap<Digest, tokio::sync::watch::Receiver<FlightResult>>>);
+struct Flights(Mutex<HashMap<(String, Digest), tokio::sync::watch::Receiver<FlightResult>>>);
 
 impl Flights {
-    /// Joins the fetch of `digest` in flight (`Ok`: wait on it), or becomes its leader
-    /// (`Err`: fetch, then [`Flights::land`]).
+    /// Joins the fetch of `digest` for `project` in flight (`Ok`: wait on it), or becomes
+    /// its leader (`Err`: fetch, then [`Flights::land`]).
     fn join(
         &self,
+        project: &str,
         digest: &Digest,
     ) -> std::result::Result<
         tokio::sync::watch::Receiver<FlightResult>,
         tokio::sync::watch::Sender<FlightResult>,
     > {
         let mut flights = self.0.lock().expect("flights lock");
+        let key = (project.to_owned(), digest.clone());
         // A leader that went away without landing (its request was cancelled) closed its
         // channel: the next caller leads instead.
-        if let Some(rx) = flights.get(digest)
+        if let Some(rx) = flights.get(&key)
             && rx.has_changed().is_ok()
         {
             return Ok(rx.clone());
         }
         let (tx, rx) = tokio::sync::watch::channel(None);
-        flights.insert(digest.clone(), rx);
+        flights.insert(key, rx);
         Err(tx)
     }
 
-    /// Ends the flight of `digest` with `result`, for everyone waiting on it.
+    /// Ends the flight of `digest` for `project` with `result`, for everyone waiting.
     fn land(
         &self,
+        project: &str,
         digest: &Digest,
         tx: &tokio::sync::watch::Sender<FlightResult>,
         result: std::result::Result<u64, String>,
     ) {
         if let Ok(mut flights) = self.0.lock() {
-            flights.remove(digest);
+            flights.remove(&(project.to_owned(), digest.clone()));
         }
         let _ = tx.send(Some(result));
     }
@@ -305,11 +301,6 @@ impl ProxyCache {
     /// not exist); read through the process's project cache.
     pub async fn settings_of(&self, project: &str) -> Result<Option<ProxySettings>> {
         Ok(self.projects.get(project).await?.and_then(|p| p.proxy))
-    }
-
-    /// Drops what this process remembers of `project`'s settings.
-    pub fn forget(&self, project: &str) {
-        self.projects.forget(project);
     }
 
     /// The upstream and credentials of a project's settings.
@@ -527,9 +518,7 @@ impl Registry {
                         fetched.digest
                     )));
                 }
-                let record = self
-                    .cache_manifest(repo, fetched.content, &fetched.media_type, &[])
-                    .await?;
+                let record = self.cache_manifest(repo, fetched, &[]).await?;
                 Ok(fresh(record))
             }
             Reference::Tag(tag) => {
@@ -587,13 +576,8 @@ impl Registry {
                             .await
                             .map_err(|e| never_cached(e, repo, reference))?
                             .ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))?;
-                        self.cache_manifest(
-                            repo,
-                            fetched.content,
-                            &fetched.media_type,
-                            std::slice::from_ref(tag),
-                        )
-                        .await?
+                        self.cache_manifest(repo, fetched, std::slice::from_ref(tag))
+                            .await?
                     }
                 };
                 proxy.store.set_tag_checked(repo, tag, now).await?;
@@ -605,34 +589,25 @@ impl Registry {
     /// Stores a manifest read from the upstream (its blobs and children come on demand),
     /// with its `manifest.pushed` event, so scanning and webhooks see cached content as
     /// they see pushed content.
+    /// `fetched.digest` is the one the upstream adapter verified the bytes against.
     async fn cache_manifest(
         &self,
         repo: &RepoName,
-        content: Vec<u8>,
-        media_type: &str,
+        fetched: UpstreamManifest,
         tags: &[Tag],
     ) -> Result<ManifestRecord> {
-        let parsed = manifest::parse_manifest(Some(media_type), &content)?;
-        let digest = Digest::of(DigestAlgorithm::Sha256, &content);
-        let content = String::from_utf8(content)
+        let parsed = manifest::parse_manifest(Some(&fetched.media_type), &fetched.content)?;
+        let content = String::from_utf8(fetched.content)
             .map_err(|_| RegistryError::Upstream("the upstream manifest is not UTF-8".into()))?;
         let record = ManifestRecord {
-            digest: digest.clone(),
+            digest: fetched.digest,
             media_type: parsed.media_type,
             content,
             subject: parsed.subject,
             artifact_type: parsed.artifact_type,
             annotations: parsed.annotations,
         };
-        let events = self.event(|now| {
-            Event::new(EventKind::ManifestPushed, repo, now)
-                .with_digest(&digest)
-                .with_tags(tags)
-                .with_media_type(&record.media_type)
-                .with_size(record.size())
-        });
-        self.meta.put_manifest(repo, &record, tags, &events).await?;
-        self.published(&events).await;
+        self.store_manifest(repo, &record, tags).await?;
         Ok(record)
     }
 
@@ -669,30 +644,26 @@ impl Registry {
         if let Some(size) = self.meta.blob_link(repo, digest).await? {
             return self.serve_blob(digest, size, range).await;
         }
-        if let Some(settings) = self.proxy_settings(repo).await?
-            && let Some(read) = self
-                .proxy_blob(repo, digest, range.is_some(), &settings)
-                .await?
-        {
-            return Ok(read);
+        match self.proxy_settings(repo).await? {
+            Some(settings) => self.proxy_blob(repo, digest, range, &settings).await,
+            None => Err(RegistryError::BlobUnknown(digest.to_string())),
         }
-        self.read_linked_blob(repo, digest, range).await
     }
 
-    /// An uncached proxy blob served without a stored copy first (`None`: it is now
-    /// stored and linked; read it from the cache).
+    /// A blob not linked in `repo` (a proxy project): linked if the store holds it,
+    /// otherwise from the upstream as the fetch mode says.
     async fn proxy_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
-        ranged: bool,
+        range: Option<RangeRequest>,
         settings: &ProxySettings,
-    ) -> Result<Option<BlobRead>> {
+    ) -> Result<BlobRead> {
         let proxy = self.proxy.as_ref().expect("proxy settings imply a proxy");
-        if self.link_stored(repo, digest).await?.is_some() {
-            return Ok(None);
+        if let Some(size) = self.link_stored(repo, digest).await? {
+            return self.serve_blob(digest, size, range).await;
         }
-        match proxy.mode {
+        let size = match proxy.mode {
             BlobFetchMode::RedirectAndFill => {
                 let upstream = proxy.upstream_of(settings)?;
                 let location = proxy
@@ -710,22 +681,22 @@ impl Registry {
                             .to_job(),
                         )
                         .await;
-                    let size = 0;
-                    return Ok(Some(BlobRead {
+                    return Ok(BlobRead {
                         content: BlobContent::Redirect { url },
-                        size,
+                        size: 0,
                         range: None,
-                    }));
+                    });
                 }
-                self.ensure_blob(repo, digest).await?;
-                Ok(None)
+                self.fetch_shared(repo, digest, settings).await?
             }
-            BlobFetchMode::StreamAndStore if ranged => {
-                self.ensure_blob(repo, digest).await?;
-                Ok(None)
+            BlobFetchMode::StreamAndStore if range.is_some() => {
+                self.fetch_shared(repo, digest, settings).await?
             }
-            BlobFetchMode::StreamAndStore => self.stream_and_store(repo, digest, settings).await,
-        }
+            BlobFetchMode::StreamAndStore => {
+                return self.stream_and_store(repo, digest, settings).await;
+            }
+        };
+        self.serve_blob(digest, size, range).await
     }
 
     /// Links `digest` in `repo` if the blob store holds it already (another repository
@@ -748,12 +719,21 @@ impl Registry {
         let Some(settings) = self.proxy_settings(repo).await? else {
             return Err(RegistryError::BlobUnknown(digest.to_string()));
         };
+        self.fetch_shared(repo, digest, &settings).await
+    }
+
+    /// Stores and links `digest` in `repo` by one fetch per project and digest in this
+    /// process: the leader looks in the blob store, then fetches; the others wait for
+    /// what it lands (and look again).
+    async fn fetch_shared(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        settings: &ProxySettings,
+    ) -> Result<u64> {
         let proxy = self.proxy.as_ref().expect("proxy settings imply a proxy");
         loop {
-            if let Some(size) = self.link_stored(repo, digest).await? {
-                return Ok(size);
-            }
-            match proxy.flights.join(digest) {
+            match proxy.flights.join(repo.project(), digest) {
                 Ok(mut rx) => {
                     let landed = rx.wait_for(Option::is_some).await.map(|r| r.clone());
                     match landed {
@@ -763,13 +743,14 @@ impl Registry {
                     }
                 }
                 Err(tx) => {
-                    // A fetch may have landed between the look above and the lead.
+                    // A fetch may have landed before this lead.
                     let result = match self.link_stored(repo, digest).await {
                         Ok(Some(size)) => Ok(size),
-                        Ok(None) => self.fetch_into_cache(repo, digest, &settings).await,
+                        Ok(None) => self.fetch_into_cache(repo, digest, settings).await,
                         Err(e) => Err(e),
                     };
                     proxy.flights.land(
+                        repo.project(),
                         digest,
                         &tx,
                         result.as_ref().map(|s| *s).map_err(|e| e.to_string()),
@@ -835,8 +816,6 @@ impl Registry {
         BlobSink {
             blobs: self.blobs.clone(),
             meta: self.meta.clone(),
-            now_ms: self.clock.now_millis(),
-            ttl_ms: self.config.upload_ttl_secs * 1000,
         }
     }
 
@@ -848,12 +827,13 @@ impl Registry {
         repo: &RepoName,
         digest: &Digest,
         settings: &ProxySettings,
-    ) -> Result<Option<BlobRead>> {
+    ) -> Result<BlobRead> {
         let proxy = self.proxy.as_ref().expect("proxy settings imply a proxy");
-        let tx = match proxy.flights.join(digest) {
+        let project = repo.project();
+        let tx = match proxy.flights.join(project, digest) {
             Ok(_) => {
-                self.ensure_blob(repo, digest).await?;
-                return Ok(None);
+                let size = self.fetch_shared(repo, digest, settings).await?;
+                return self.serve_blob(digest, size, None).await;
             }
             Err(tx) => tx,
         };
@@ -865,13 +845,13 @@ impl Registry {
                     .as_ref()
                     .map(|s| s.unwrap_or(0))
                     .map_err(|e| e.to_string());
-                proxy.flights.land(digest, &tx, landed);
-                stored?;
-                return Ok(None);
+                proxy.flights.land(project, digest, &tx, landed);
+                let size = stored?.expect("matched Some");
+                return self.serve_blob(digest, size, None).await;
             }
         }
         let fail = |e: RegistryError| {
-            proxy.flights.land(digest, &tx, Err(e.to_string()));
+            proxy.flights.land(project, digest, &tx, Err(e.to_string()));
             e
         };
         let upstream = proxy.upstream_of(settings).map_err(fail)?;
@@ -938,16 +918,18 @@ impl Registry {
             if let Err(e) = &result {
                 tracing::warn!(repository = %this_repo, digest = %this_digest, error = %e, "proxied blob not cached");
             }
-            proxy.flights.land(&this_digest, &tx, result);
+            proxy
+                .flights
+                .land(this_repo.project(), &this_digest, &tx, result);
         });
-        Ok(Some(BlobRead {
+        Ok(BlobRead {
             content: BlobContent::Stream {
                 body: Box::pin(tokio_stream_from(client_rx)),
                 length,
             },
             size: length,
             range: None,
-        }))
+        })
     }
 }
 
@@ -956,29 +938,21 @@ impl Registry {
 struct BlobSink {
     blobs: Arc<dyn crate::ports::BlobStore>,
     meta: Arc<dyn crate::ports::MetadataStore>,
-    now_ms: u64,
-    ttl_ms: u64,
 }
 
 impl BlobSink {
     async fn store(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<u64> {
-        let mut nonce = [0u8; 16];
-        rand::rng().fill_bytes(&mut nonce);
-        // Upload ids are hex, like the sessions the core starts.
-        let id = hex::encode(nonce);
-        let store_state = self.blobs.begin_upload(&id).await?;
-        let session = crate::upload::UploadSession::new(
-            id,
-            repo.clone(),
-            digest.algorithm(),
+        let upload_id = crate::registry::new_upload_id();
+        let store_state = self.blobs.begin_upload(&upload_id).await?;
+        let mut cursor = crate::ports::UploadCursor {
+            upload_id,
+            offset: 0,
             store_state,
-            self.now_ms,
-            self.ttl_ms,
-        );
-        let (hashed, tally) = crate::upload::hashing_stream(body, session.hasher()?, None);
-        let written = self.blobs.write_upload(&session.cursor(), hashed).await;
+        };
+        let (hashed, tally) =
+            crate::upload::hashing_stream(body, DigestHasher::new(digest.algorithm()), None);
+        let written = self.blobs.write_upload(&cursor, hashed).await;
         let tally = crate::upload::into_tally(tally);
-        let mut cursor = session.cursor();
         let store_state = match written {
             Ok(s) => s,
             Err(e) => {
@@ -1195,6 +1169,7 @@ impl JobHandler for ProxyFiller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::DigestAlgorithm;
 
     fn digest(n: u8) -> Digest {
         Digest::of(DigestAlgorithm::Sha256, &[n])
@@ -1204,16 +1179,21 @@ mod tests {
     async fn one_leader_per_digest_and_followers_see_what_it_lands() {
         let flights = Flights::default();
         let tx = flights
-            .join(&digest(1))
+            .join("hub", &digest(1))
             .expect_err("the first caller leads");
-        let mut follower = flights.join(&digest(1)).expect("the second follows");
-        let other = flights.join(&digest(2));
+        let mut follower = flights.join("hub", &digest(1)).expect("the second follows");
+        let other = flights.join("hub", &digest(2));
         assert!(other.is_err(), "another digest has its own leader");
-        flights.land(&digest(1), &tx, Ok(42));
+        let other_project = flights.join("quay", &digest(1));
+        assert!(
+            other_project.is_err(),
+            "another project (its own upstream) has its own leader"
+        );
+        flights.land("hub", &digest(1), &tx, Ok(42));
         let landed = follower.wait_for(Option::is_some).await.unwrap().clone();
         assert_eq!(landed, Some(Ok(42)));
         assert!(
-            flights.join(&digest(1)).is_err(),
+            flights.join("hub", &digest(1)).is_err(),
             "landed: the next caller leads a new flight"
         );
     }
@@ -1221,15 +1201,15 @@ mod tests {
     #[tokio::test]
     async fn a_leader_that_went_away_hands_the_lead_to_the_next_caller() {
         let flights = Flights::default();
-        let tx = flights.join(&digest(3)).expect_err("leads");
-        let mut follower = flights.join(&digest(3)).expect("follows");
+        let tx = flights.join("hub", &digest(3)).expect_err("leads");
+        let mut follower = flights.join("hub", &digest(3)).expect("follows");
         drop(tx); // its request was cancelled before it landed
         assert!(
             follower.wait_for(Option::is_some).await.is_err(),
             "the follower wakes"
         );
         let _next = flights
-            .join(&digest(3))
+            .join("hub", &digest(3))
             .expect_err("and the next caller leads");
     }
 

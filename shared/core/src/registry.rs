@@ -172,15 +172,14 @@ impl Registry {
         self.proxy.as_ref()
     }
 
-    /// Drops what this process remembers of `project`'s vulnerability policy and proxy
-    /// settings.
-    pub fn forget_project_policy(&self, project: &str) {
-        if let Some(gate) = &self.pull_gate {
-            gate.forget(project);
-        }
-        if let Some(proxy) = &self.proxy {
-            proxy.forget(project);
-        }
+    /// The process's cache of projects, which the pull gate and the proxy read through
+    /// (one cache: the composition root gives both the same); whoever changes a project
+    /// drops it there ([`crate::admin::Admin::with_project_cache`]).
+    pub fn project_cache(&self) -> Option<&Arc<crate::identity::ProjectCache>> {
+        self.proxy
+            .as_ref()
+            .map(|p| &p.projects)
+            .or_else(|| self.pull_gate.as_ref().map(|g| &g.projects))
     }
 
     /// The relay the registry publishes through, if events are on.
@@ -221,21 +220,6 @@ impl Registry {
     }
 
     // ---- blobs ----
-
-    /// GET of a linked blob: one metadata read (the link), then the store's answer.
-    pub(crate) async fn read_linked_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        range: Option<RangeRequest>,
-    ) -> Result<BlobRead> {
-        let size = self
-            .meta
-            .blob_link(repo, digest)
-            .await?
-            .ok_or_else(|| RegistryError::BlobUnknown(digest.to_string()))?;
-        self.serve_blob(digest, size, range).await
-    }
 
     /// The store's answer for a blob of `size` bytes.
     pub(crate) async fn serve_blob(
@@ -603,22 +587,32 @@ impl Registry {
         }
         tags.sort();
         tags.dedup();
-        let events = self.event(|now| {
-            Event::new(EventKind::ManifestPushed, repo, now)
-                .with_digest(&digest)
-                .with_tags(&tags)
-                .with_media_type(&record.media_type)
-                .with_size(record.size())
-        });
-        self.meta
-            .put_manifest(repo, &record, &tags, &events)
-            .await?;
-        self.published(&events).await;
+        self.store_manifest(repo, &record, &tags).await?;
         Ok(PushedManifest {
             digest,
             subject: parsed.subject,
             tags,
         })
+    }
+
+    /// Stores `record` under `tags` with its `manifest.pushed` event (so scanning and
+    /// webhooks see it), then hands the event on.
+    pub(crate) async fn store_manifest(
+        &self,
+        repo: &RepoName,
+        record: &ManifestRecord,
+        tags: &[Tag],
+    ) -> Result<()> {
+        let events = self.event(|now| {
+            Event::new(EventKind::ManifestPushed, repo, now)
+                .with_digest(&record.digest)
+                .with_tags(tags)
+                .with_media_type(&record.media_type)
+                .with_size(record.size())
+        });
+        self.meta.put_manifest(repo, record, tags, &events).await?;
+        self.published(&events).await;
+        Ok(())
     }
 
     /// GET/HEAD of a manifest by tag or digest, negotiated against `accept` (through
@@ -783,7 +777,8 @@ pub fn resolve_range(range: RangeRequest, size: u64) -> Result<ByteRange> {
     }
 }
 
-fn new_upload_id() -> String {
+/// A fresh upload id: 32 hex digits (the file store accepts only hex).
+pub(crate) fn new_upload_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)

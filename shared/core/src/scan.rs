@@ -371,7 +371,7 @@ pub trait DatabaseImporter: Send + Sync + 'static {
 
 /// Applies projects' vulnerability policies to manifest pulls.
 pub struct PullGate {
-    projects: std::sync::Arc<crate::identity::ProjectCache>,
+    pub(crate) projects: std::sync::Arc<crate::identity::ProjectCache>,
     reports: std::sync::Arc<dyn crate::ports::ScanStore>,
     system_allowlist: std::collections::BTreeSet<String>,
 }
@@ -387,11 +387,6 @@ impl PullGate {
             reports,
             system_allowlist,
         }
-    }
-
-    /// Forgets what this process read of `project` (after a change made in it).
-    pub fn forget(&self, project: &str) {
-        self.projects.forget(project);
     }
 
     /// `Ok` when `record` may be pulled from `repo`. Indexes and artifacts always pass

@@ -181,12 +181,14 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Admin, Actor),
         })?;
         return Ok((
             Admin::new(store, state.registry.clock().clone())
-                .with_proxy(state.registry.proxy().cloned()),
+                .with_proxy(state.registry.proxy().cloned())
+                .with_project_cache(state.registry.project_cache().cloned()),
             Actor::System,
         ));
     };
     let admin = Admin::new(auth.store().clone(), auth.clock().clone())
-        .with_proxy(state.registry.proxy().cloned());
+        .with_proxy(state.registry.proxy().cloned())
+        .with_project_cache(state.registry.project_cache().cloned());
     let caller = match credentials(headers) {
         Credentials::None => {
             return Err(RegistryError::Unauthorized("authentication required".into()).into());
@@ -375,9 +377,6 @@ async fn create_project(
 ) -> ApiResult {
     let (admin, actor) = caller(&state, &headers).await?;
     let created = admin.create_project(&actor, body(&raw)?).await?;
-    // This process serves a new proxy project at once (others within the settings cache's
-    // lifetime, 30 s).
-    state.registry.forget_project_policy(&created.name);
     ok(StatusCode::CREATED, created)
 }
 
@@ -411,9 +410,6 @@ async fn update_project(
 ) -> ApiResult {
     let (admin, actor) = caller(&state, &headers).await?;
     let updated = admin.update_project(&actor, &project, body(&raw)?).await?;
-    // This process applies a new vulnerability policy at once (others within the
-    // policy cache's lifetime).
-    state.registry.forget_project_policy(&project);
     ok(StatusCode::OK, updated)
 }
 
