@@ -38,9 +38,7 @@ pub async fn import_direct(config: &ServerConfig, path: &Path) -> Result<VulnDbI
             let file = std::fs::File::open(&source).map_err(|e| {
                 RegistryError::Unsupported(format!("cannot open {}: {e}", source.display()))
             })?;
-            let advisories = registry_scanner::osv::read_zip(std::io::BufReader::new(file))
-                .map_err(|e| RegistryError::Unsupported(format!("not a zip of OSV files: {e}")))?;
-            registry_scan::import::group(advisories, on_read)
+            registry_scan::import::group_zip(std::io::BufReader::new(file), on_read)
         }
     })
     .await

@@ -122,8 +122,8 @@ impl SeveritySummary {
         }
     }
 
-    /// How many findings are `threshold` or worse.
-    pub fn at_or_above(&self, threshold: Severity) -> u32 {
+    /// The count of each severity, worst first.
+    pub fn counts(&self) -> [(Severity, u32); 5] {
         [
             (Severity::Critical, self.critical),
             (Severity::High, self.high),
@@ -131,10 +131,15 @@ impl SeveritySummary {
             (Severity::Low, self.low),
             (Severity::Unknown, self.unknown),
         ]
-        .into_iter()
-        .filter(|(s, _)| *s >= threshold)
-        .map(|(_, n)| n)
-        .sum()
+    }
+
+    /// How many findings are `threshold` or worse.
+    pub fn at_or_above(&self, threshold: Severity) -> u32 {
+        self.counts()
+            .into_iter()
+            .filter(|(s, _)| *s >= threshold)
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 
@@ -329,17 +334,12 @@ impl VulnerabilityPolicy {
         for f in &blocking {
             counts.add(f.severity);
         }
-        let by_severity: Vec<String> = [
-            (Severity::Critical, counts.critical),
-            (Severity::High, counts.high),
-            (Severity::Medium, counts.medium),
-            (Severity::Low, counts.low),
-            (Severity::Unknown, counts.unknown),
-        ]
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(s, n)| format!("{n} {s}"))
-        .collect();
+        let by_severity: Vec<String> = counts
+            .counts()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
         let ids: Vec<&str> = blocking.iter().take(5).map(|f| f.id.as_str()).collect();
         let more = if blocking.len() > ids.len() {
             ", …"

@@ -71,6 +71,17 @@ pub fn group(
     Ok(groups)
 }
 
+/// Reads a zip of OSV JSON files and groups its advisories (see [`group`]; sync: run it
+/// on a blocking thread). `Unsupported` for data that is not a zip.
+pub fn group_zip(
+    zip: impl std::io::Read + std::io::Seek,
+    on_read: impl FnMut(u64),
+) -> Result<Groups> {
+    let advisories = registry_scanner::osv::read_zip(zip)
+        .map_err(|e| RegistryError::Unsupported(format!("not a zip of OSV files: {e}")))?;
+    group(advisories, on_read)
+}
+
 impl Scanner {
     /// Stores `groups` as a new database version named after `source`, makes it current,
     /// deletes the previous one and queues the rescan of every scanned image;
@@ -147,13 +158,10 @@ impl Scanner {
 #[async_trait::async_trait]
 impl registry_core::scan::DatabaseImporter for Scanner {
     async fn import_zip(&self, zip: bytes::Bytes, source: &str) -> Result<VulnDbInfo> {
-        let groups = tokio::task::spawn_blocking(move || {
-            let advisories = registry_scanner::osv::read_zip(std::io::Cursor::new(zip))
-                .map_err(|e| RegistryError::Unsupported(format!("not a zip of OSV files: {e}")))?;
-            group(advisories, |_| {})
-        })
-        .await
-        .map_err(RegistryError::storage)??;
+        let groups =
+            tokio::task::spawn_blocking(move || group_zip(std::io::Cursor::new(zip), |_| {}))
+                .await
+                .map_err(RegistryError::storage)??;
         self.import_database(source, groups, |_, _| {}).await
     }
 }

@@ -14,11 +14,13 @@
 
 pub mod import;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use registry_core::events::{Event, EventKind, EventRelay};
+use registry_core::manifest::OCI_MANIFEST;
 use registry_core::ports::{
     BlobStore, Clock, Job, JobQueue, ManifestRecord, MetadataStore, ScanStore, VulnerabilityStore,
 };
@@ -48,7 +50,6 @@ pub const SCANNER_ACTOR: &str = "registry-scanner";
 /// The scanner's name and version, written into reports and SBOMs.
 pub const SCANNER: &str = concat!("registry-scanner ", env!("CARGO_PKG_VERSION"));
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
 /// `scan.image`.
@@ -115,8 +116,6 @@ struct Descriptor {
 #[serde(rename_all = "camelCase")]
 struct ManifestDoc {
     #[serde(default)]
-    config: Option<Descriptor>,
-    #[serde(default)]
     layers: Vec<Descriptor>,
     #[serde(default)]
     manifests: Vec<Descriptor>,
@@ -143,7 +142,9 @@ enum Failure {
 impl From<RegistryError> for Failure {
     fn from(e: RegistryError) -> Self {
         match e {
-            RegistryError::Storage(_) | RegistryError::Upstream(_) => Failure::Transient(e),
+            RegistryError::Storage(_)
+            | RegistryError::Upstream(_)
+            | RegistryError::TooManyRequests { .. } => Failure::Transient(e),
             other => Failure::Image(other.to_string()),
         }
     }
@@ -195,12 +196,7 @@ impl Scanner {
             }
             return Ok(None);
         }
-        let is_image = doc
-            .config
-            .as_ref()
-            .and_then(|c| c.media_type.as_deref())
-            .is_some_and(|t| registry_core::scan::IMAGE_CONFIG_TYPES.contains(&t));
-        if !is_image {
+        if !registry_core::scan::is_image(&record.content) {
             return Ok(None);
         }
         let layers: Vec<(Digest, String)> = doc
@@ -211,17 +207,14 @@ impl Scanner {
         // A proxy project's layers come on demand: bring this image's into the cache.
         if self.registry.proxy_settings(repo).await?.is_some() {
             for (layer, _) in &layers {
-                match self.registry.ensure_blob(repo, layer).await {
-                    Ok(_) => {}
-                    Err(
-                        e @ (RegistryError::Storage(_)
-                        | RegistryError::Upstream(_)
-                        | RegistryError::TooManyRequests { .. }),
-                    ) => return Err(e),
-                    Err(e) => {
-                        let report = self.failed_report(repo, digest, e.to_string());
-                        self.save(&report).await?;
-                        return Ok(Some(report));
+                if let Err(e) = self.registry.ensure_blob(repo, layer).await {
+                    match Failure::from(e) {
+                        Failure::Transient(e) => return Err(e),
+                        Failure::Image(why) => {
+                            let report = self.failed_report(repo, digest, why);
+                            self.save(&report).await?;
+                            return Ok(Some(report));
+                        }
                     }
                 }
             }
@@ -311,6 +304,8 @@ impl Scanner {
         let sbom = self.push_sbom(repo, image, &inventory).await?;
         let db = self.vulns.current_db().await?;
         let mut index = AdvisoryIndex::new();
+        // An advisory is stored under each package key it can match: parse it once.
+        let mut seen: HashSet<String> = HashSet::new();
         if let Some(db) = &db {
             let mut keys: Vec<String> = inventory
                 .packages
@@ -322,6 +317,9 @@ impl Scanner {
             for chunk in keys.chunks(KEYS_PER_READ) {
                 for (_, stored) in self.vulns.advisories(&db.version, chunk).await? {
                     for a in stored {
+                        if !seen.insert(a.id.clone()) {
+                            continue;
+                        }
                         match registry_scanner::osv::parse_advisory(a.document.as_bytes()) {
                             Ok(advisory) => {
                                 index.insert(advisory);
@@ -392,14 +390,15 @@ impl Scanner {
             },
         );
         let sbom = serde_json::to_vec(&document).map_err(|e| Failure::Image(e.to_string()))?;
-        let sbom_digest = self.push_blob(repo, sbom.clone()).await?;
+        let sbom_len = sbom.len();
+        let sbom_digest = self.push_blob(repo, sbom).await?;
         let empty_digest = self.push_blob(repo, b"{}".to_vec()).await?;
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "artifactType": CYCLONEDX_MEDIA_TYPE,
             "config": {"mediaType": OCI_EMPTY, "digest": empty_digest, "size": 2},
-            "layers": [{"mediaType": CYCLONEDX_MEDIA_TYPE, "digest": sbom_digest, "size": sbom.len(),
+            "layers": [{"mediaType": CYCLONEDX_MEDIA_TYPE, "digest": sbom_digest, "size": sbom_len,
                         "annotations": {"org.opencontainers.image.title": "sbom.cdx.json"}}],
             "subject": {"mediaType": image.media_type, "digest": digest, "size": image.size()},
             "annotations": {"org.opencontainers.image.created": "1970-01-01T00:00:00Z",
@@ -407,6 +406,16 @@ impl Scanner {
         });
         let body = serde_json::to_vec(&manifest).map_err(|e| Failure::Image(e.to_string()))?;
         let manifest_digest = Digest::of(DigestAlgorithm::Sha256, &body);
+        // The same SBOM is stored already (a rescan that found the same packages): a
+        // second put would record another `manifest.pushed` (a scan job, webhooks).
+        if self
+            .meta
+            .get_manifest(repo, &manifest_digest)
+            .await?
+            .is_some()
+        {
+            return Ok(manifest_digest);
+        }
         // Its events name the scanner as the author, so consumers can tell them apart.
         // (Into a proxy project too, which clients cannot write to.)
         registry_core::events::with_actor(

@@ -145,31 +145,33 @@ pub fn cyclonedx(inventory: &Inventory, image: &ImageRef<'_>) -> Value {
         .digest
         .split_once(':')
         .map_or(image.digest, |(_, h)| h);
-    let mut doc = json!({
+    let mut metadata = serde_json::Map::new();
+    if let Some(timestamp) = image.timestamp {
+        metadata.insert("timestamp".into(), json!(timestamp));
+    }
+    metadata.insert(
+        "tools".into(),
+        json!({"components": [{"type": "application", "name": "registry-scanner",
+                               "version": image.tool_version}]}),
+    );
+    metadata.insert(
+        "component".into(),
+        json!({
+            "type": "container",
+            "bom-ref": format!("pkg:oci/{}@{}", encode(image.repository.rsplit('/').next().unwrap_or(image.repository)), encode(image.digest)),
+            "name": image.repository,
+            "version": image.digest,
+            "hashes": [{"alg": "SHA-256", "content": hex}],
+        }),
+    );
+    json!({
         "bomFormat": "CycloneDX",
         "specVersion": "1.5",
         "serialNumber": format!("urn:uuid:{}", serial(image.digest)),
         "version": 1,
-        "metadata": {
-            "timestamp": image.timestamp,
-            "tools": {"components": [{"type": "application", "name": "registry-scanner",
-                                      "version": image.tool_version}]},
-            "component": {
-                "type": "container",
-                "bom-ref": format!("pkg:oci/{}@{}", encode(image.repository.rsplit('/').next().unwrap_or(image.repository)), encode(image.digest)),
-                "name": image.repository,
-                "version": image.digest,
-                "hashes": [{"alg": "SHA-256", "content": hex}],
-            },
-        },
+        "metadata": metadata,
         "components": components,
-    });
-    if image.timestamp.is_none()
-        && let Some(metadata) = doc["metadata"].as_object_mut()
-    {
-        metadata.remove("timestamp");
-    }
-    doc
+    })
 }
 
 /// A stable UUID-shaped serial derived from the image digest (one SBOM per image and
