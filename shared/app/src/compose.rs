@@ -143,6 +143,7 @@ pub async fn stores(config: &ServerConfig) -> Result<Stores> {
                 clients.s3.clone(),
                 DynamoSettings {
                     manifest_prefix: format!("{}manifests/", aws.prefix),
+                    scan_prefix: aws.prefix.clone(),
                     ..DynamoSettings::new(&aws.table, &aws.bucket)
                 },
             ));

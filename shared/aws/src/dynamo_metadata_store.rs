@@ -154,6 +154,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, DeleteRequest, Put, PutRequest, ReturnValue,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
 };
+use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -207,34 +208,29 @@ pub struct DynamoSettings {
     pub table: String,
     /// The bucket of manifests too large for an item.
     pub manifest_bucket: String,
-    /// Key prefix of those manifests in the bucket, e.g. `manifests/`. Scan reports and
-    /// advisories too large for an item go beside it, see [`DynamoSettings::scan_prefix`].
+    /// Key prefix of those manifests in the bucket, e.g. `manifests/`.
     pub manifest_prefix: String,
+    /// Key prefix, in the same bucket, of scan reports and advisories too large for an
+    /// item: empty by default; the deployment puts them at `<prefix>`, beside
+    /// `<prefix>manifests/`. Under it, `scan-reports/…` and `vulndb/…` (see
+    /// `dynamo_scan_store.rs`).
+    pub scan_prefix: String,
     /// The largest record (content plus metadata, in bytes) kept inline in an item; also
     /// the largest scan report or advisory JSON kept inline (capped at what an item holds).
     pub inline_manifest_limit: usize,
 }
 
 impl DynamoSettings {
-    /// Settings with the `manifests/` prefix and the default inline limit.
+    /// Settings with the `manifests/` prefix, large scan reports and advisories at the
+    /// bucket's root (`scan-reports/…`, `vulndb/…`), and the default inline limit.
     pub fn new(table: impl Into<String>, manifest_bucket: impl Into<String>) -> Self {
         DynamoSettings {
             table: table.into(),
             manifest_bucket: manifest_bucket.into(),
             manifest_prefix: "manifests/".to_owned(),
+            scan_prefix: String::new(),
             inline_manifest_limit: DEFAULT_INLINE_MANIFEST_LIMIT,
         }
-    }
-
-    /// The key prefix, in the manifest bucket, of scan reports and advisories too large
-    /// for an item: `manifest_prefix` without its trailing `manifests/` (`<prefix>manifests/`
-    /// gives `<prefix>`), or `manifest_prefix` itself when it does not end so. Under it,
-    /// `scan-reports/…` and `vulndb/…` (see `dynamo_scan_store.rs`), beside `manifests/`,
-    /// `blobs/` and `uploads/`.
-    pub fn scan_prefix(&self) -> &str {
-        self.manifest_prefix
-            .strip_suffix("manifests/")
-            .unwrap_or(&self.manifest_prefix)
     }
 }
 
@@ -565,6 +561,21 @@ impl DynamoMetadataStore {
             digest.algorithm().as_str(),
             digest.hex()
         )
+    }
+
+    /// One unconditional PutItem of `item` (the last write wins), resent while a
+    /// transaction holds the item.
+    pub(crate) async fn put_one(&self, op: &str, item: Item) -> Result<()> {
+        retry_conflicts(|| {
+            self.ddb
+                .put_item()
+                .table_name(self.table())
+                .set_item(Some(item.clone()))
+                .send()
+        })
+        .await
+        .map_err(|e| storage(op, e))?;
+        Ok(())
     }
 
     pub(crate) fn put_item(&self, op: &str, item: Item) -> Result<TransactWriteItem> {
@@ -906,6 +917,69 @@ impl DynamoMetadataStore {
         attrs
     }
 
+    /// Writes `bytes` to the object `key` of the manifest bucket (PutObject).
+    pub(crate) async fn put_object(
+        &self,
+        op: &str,
+        key: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        self.s3
+            .put_object()
+            .bucket(&self.settings.manifest_bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| storage(&format!("S3 PutObject {key} (for {op})"), e))?;
+        Ok(())
+    }
+
+    /// The content of the object `key` of the manifest bucket (GetObject), checked
+    /// against `digest` and as UTF-8; `None` when there is no such object.
+    pub(crate) async fn get_verified_object(
+        &self,
+        op: &str,
+        key: &str,
+        digest: &Digest,
+    ) -> Result<Option<String>> {
+        let what = format!("S3 GetObject {key} (for {op})");
+        let out = match self
+            .s3
+            .get_object()
+            .bucket(&self.settings.manifest_bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(GetObjectError::is_no_such_key) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(storage(&what, e)),
+        };
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| plain_error(&what, e))?
+            .into_bytes();
+        if Digest::of(digest.algorithm(), &bytes) != *digest {
+            return Err(corrupt(
+                op,
+                format!("S3 object {key} does not match digest {digest}"),
+            ));
+        }
+        String::from_utf8(bytes.to_vec())
+            .map(Some)
+            .map_err(|_| corrupt(op, format!("S3 object {key} is not UTF-8")))
+    }
+
     /// The manifest record an item's record attributes describe, reading S3 if needed.
     async fn record_of(&self, op: &str, item: &Item) -> Result<ManifestRecord> {
         let meta: ManifestMeta = decode_json(op, item)?;
@@ -913,28 +987,10 @@ impl DynamoMetadataStore {
             return Ok(meta.with_content(content.to_owned()));
         }
         let key = require_s(op, item, S3_KEY)?;
-        let out = self
-            .s3
-            .get_object()
-            .bucket(&self.settings.manifest_bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| storage(&format!("S3 GetObject {key} (for {op})"), e))?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| plain_error(&format!("S3 GetObject {key} (for {op})"), e))?
-            .into_bytes();
-        if Digest::of(meta.digest.algorithm(), &bytes) != meta.digest {
-            return Err(corrupt(
-                op,
-                format!("S3 object {key} does not match digest {}", meta.digest),
-            ));
-        }
-        let content = String::from_utf8(bytes.to_vec())
-            .map_err(|_| corrupt(op, format!("S3 object {key} is not UTF-8")))?;
+        let content = self
+            .get_verified_object(op, key, &meta.digest)
+            .await?
+            .ok_or_else(|| corrupt(op, format!("S3 object {key} is missing")))?;
         Ok(meta.with_content(content))
     }
 
@@ -1165,17 +1221,8 @@ impl MetadataStore for DynamoMetadataStore {
             Body::Inline(record.content.clone())
         } else {
             let key = self.manifest_key(&record.digest);
-            self.s3
-                .put_object()
-                .bucket(&self.settings.manifest_bucket)
-                .key(&key)
-                .content_type(&record.media_type)
-                .body(aws_sdk_s3::primitives::ByteStream::from(
-                    record.content.clone().into_bytes(),
-                ))
-                .send()
-                .await
-                .map_err(|e| storage(&format!("S3 PutObject {key} (put_manifest)"), e))?;
+            let bytes = record.content.clone().into_bytes();
+            self.put_object(OP, &key, &record.media_type, bytes).await?;
             Body::S3(key)
         };
         let attributes = Self::record_attributes(&meta, &body);

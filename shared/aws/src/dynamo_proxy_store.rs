@@ -60,16 +60,7 @@ impl ProxyCacheStore for DynamoMetadataStore {
         const OP: &str = "DynamoDB PutItem (set_tag_checked)";
         let mut item = key(keys::repo_pk(repo), keys::tag_checked_sk(tag));
         item.insert(AT_MS.to_owned(), n(at_ms));
-        retry_conflicts(|| {
-            self.ddb
-                .put_item()
-                .table_name(self.table())
-                .set_item(Some(item.clone()))
-                .send()
-        })
-        .await
-        .map_err(|e| storage(OP, e))?;
-        Ok(())
+        self.put_one(OP, item).await
     }
 
     async fn cached_bytes(&self, project: &str) -> Result<u64> {

@@ -25,7 +25,7 @@
 //! A report's or an advisory's JSON longer than the inline limit
 //! (`DynamoSettings::inline_manifest_limit`, default 300 KiB, capped at what an item holds,
 //! 400 KB with keys and names) goes to S3, in the manifest bucket under
-//! [`DynamoSettings::scan_prefix`] (`<prefix>` when manifests are at
+//! [`DynamoSettings::scan_prefix`] (the deployment's `<prefix>`, beside
 //! `<prefix>manifests/`), as manifests do; the item then holds `s3_key` and `s3_digest`
 //! (`sha256:<hex>` of the object) instead of `v`. Objects are named by the SHA-256 of
 //! their content, written (PutObject) before the item that points at them, and checked
@@ -92,8 +92,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_s3::operation::get_object::GetObjectError;
-use aws_sdk_s3::primitives::ByteStream;
 use futures_util::{StreamExt, TryStreamExt};
 use registry_core::events::Event;
 use registry_core::keys;
@@ -103,7 +101,7 @@ use registry_core::{Digest, DigestAlgorithm, RegistryError, RepoName, Result};
 
 use crate::dynamo_metadata_store::{
     DynamoMetadataStore, Item, MAX_INLINE_RECORD, S3_KEY, SK, TxOutcome, V, Walk, backoff, corrupt,
-    decode_json, encode_json, get_s, key, plain_error, require_s, s, storage,
+    decode_json, encode_json, get_s, key, require_s, s, storage,
 };
 
 /// Queries (and S3 reads) that `advisories` and `delete_db_version` run at once.
@@ -138,13 +136,7 @@ fn decode<T: serde::de::DeserializeOwned>(op: &str, json: &str) -> Result<T> {
 
 /// The image of a `SCANS` sort key `<name>@<digest>`.
 fn parse_scans_sk(op: &str, sk: &str) -> Result<(RepoName, Digest)> {
-    let (repo, digest) = sk
-        .split_once('@')
-        .ok_or_else(|| corrupt(op, format!("bad scan index entry {sk:?}")))?;
-    Ok((
-        repo.parse().map_err(|e| corrupt(op, e))?,
-        digest.parse().map_err(|e| corrupt(op, e))?,
-    ))
+    keys::parse_scans_sk(sk).ok_or_else(|| corrupt(op, format!("bad scan index entry {sk:?}")))
 }
 
 /// `items` in groups of at most one BatchWriteItem, in order.
@@ -167,13 +159,13 @@ impl DynamoMetadataStore {
     fn reports_folder(&self, repo: &RepoName, digest: &Digest) -> String {
         format!(
             "{}scan-reports/{}/",
-            self.settings.scan_prefix(),
+            self.settings.scan_prefix,
             keys::scans_sk(repo, digest)
         )
     }
 
     fn vulndb_folder(&self, version: &str) -> String {
-        format!("{}vulndb/{version}/", self.settings.scan_prefix())
+        format!("{}vulndb/{version}/", self.settings.scan_prefix)
     }
 
     /// The attributes holding `json`: `v` when it fits the inline limit; otherwise
@@ -190,58 +182,19 @@ impl DynamoMetadataStore {
         }
         let digest = Digest::of(DigestAlgorithm::Sha256, json.as_bytes());
         let object = format!("{folder}{}", digest.hex());
-        self.s3
-            .put_object()
-            .bucket(&self.settings.manifest_bucket)
-            .key(&object)
-            .content_type("application/json")
-            .body(ByteStream::from(json.into_bytes()))
-            .send()
-            .await
-            .map_err(|e| storage(&format!("S3 PutObject {object} (for {op})"), e))?;
+        self.put_object(op, &object, "application/json", json.into_bytes())
+            .await?;
         Ok(vec![
             (S3_KEY.to_owned(), s(object)),
             (S3_DIGEST.to_owned(), s(digest.to_string())),
         ])
     }
 
-    /// The JSON of the object `object`, checked against `digest`; `None` when there is no
-    /// such object.
+    /// The JSON of the object `object`, checked against `digest` (as an item holds it);
+    /// `None` when there is no such object.
     async fn object_json(&self, op: &str, object: &str, digest: &str) -> Result<Option<String>> {
-        let what = format!("S3 GetObject {object} (for {op})");
-        let out = match self
-            .s3
-            .get_object()
-            .bucket(&self.settings.manifest_bucket)
-            .key(object)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(GetObjectError::is_no_such_key) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(storage(&what, e)),
-        };
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| plain_error(&what, e))?
-            .into_bytes();
-        let expected: Digest = digest.parse().map_err(|e| corrupt(op, e))?;
-        if Digest::of(expected.algorithm(), &bytes) != expected {
-            return Err(corrupt(
-                op,
-                format!("S3 object {object} does not match digest {expected}"),
-            ));
-        }
-        String::from_utf8(bytes.to_vec())
-            .map(Some)
-            .map_err(|_| corrupt(op, format!("S3 object {object} is not UTF-8")))
+        let digest: Digest = digest.parse().map_err(|e| corrupt(op, e))?;
+        self.get_verified_object(op, object, &digest).await
     }
 
     /// Deletes every object whose key starts with `folder` (in the manifest bucket).
@@ -544,13 +497,9 @@ mod tests {
     use crate::DynamoSettings;
 
     #[test]
-    fn large_objects_go_beside_the_manifests() {
-        let mut settings = DynamoSettings::new("t", "b");
-        assert_eq!(settings.scan_prefix(), "");
-        settings.manifest_prefix = "registry/manifests/".into();
-        assert_eq!(settings.scan_prefix(), "registry/");
-        settings.manifest_prefix = "test-123/".into();
-        assert_eq!(settings.scan_prefix(), "test-123/");
+    fn large_objects_go_under_the_scan_prefix() {
+        let settings = DynamoSettings::new("t", "b");
+        assert_eq!(settings.scan_prefix, "");
     }
 
     #[test]

@@ -188,16 +188,7 @@ impl WebhookStore for DynamoMetadataStore {
             keys::policy_sk(&policy.id),
         );
         item.insert(V.to_owned(), s(encode_json(OP, policy)?));
-        retry_conflicts(|| {
-            self.ddb
-                .put_item()
-                .table_name(self.table())
-                .set_item(Some(item.clone()))
-                .send()
-        })
-        .await
-        .map_err(|e| storage(OP, e))?;
-        Ok(())
+        self.put_one(OP, item).await
     }
 
     async fn get_policy(&self, project: &str, policy_id: &str) -> Result<Option<WebhookPolicy>> {

@@ -100,6 +100,11 @@ pub fn scan_sk(digest: &Digest) -> String {
 pub fn scans_sk(repo: &RepoName, digest: &Digest) -> String {
     format!("{repo}@{digest}")
 }
+/// The image a [`scans_sk`] names; `None` when `sk` is not `<name>@<digest>`.
+pub fn parse_scans_sk(sk: &str) -> Option<(RepoName, Digest)> {
+    let (repo, digest) = sk.split_once('@')?;
+    Some((repo.parse().ok()?, digest.parse().ok()?))
+}
 pub fn advisory_pk(db_version: &str, key: &str) -> String {
     format!("VULN#{db_version}#{key}")
 }
@@ -117,4 +122,21 @@ pub fn tag_checked_sk(tag: &Tag) -> String {
 }
 pub fn proxy_pk(project: &str) -> String {
     format!("PROXY#{project}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DigestAlgorithm;
+
+    #[test]
+    fn scans_sk_parses_back() {
+        let repo: RepoName = "library/alpine".parse().unwrap();
+        let digest = Digest::of(DigestAlgorithm::Sha256, b"x");
+        let sk = scans_sk(&repo, &digest);
+        assert_eq!(parse_scans_sk(&format!("Bad Name@{digest}")), None);
+        assert_eq!(parse_scans_sk(&sk), Some((repo, digest)));
+        assert_eq!(parse_scans_sk("no-at-sign"), None);
+        assert_eq!(parse_scans_sk("library/alpine@not-a-digest"), None);
+    }
 }

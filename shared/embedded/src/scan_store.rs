@@ -57,10 +57,8 @@ impl ScanStore for EmbeddedMetadataStore {
 }
 
 fn parse_scans_sk(sk: &str) -> Result<(RepoName, Digest)> {
-    let (repo, digest) = sk
-        .split_once('@')
-        .ok_or_else(|| RegistryError::Storage(format!("bad scan index entry {sk:?}")))?;
-    Ok((repo.parse()?, digest.parse()?))
+    keys::parse_scans_sk(sk)
+        .ok_or_else(|| RegistryError::Storage(format!("bad scan index entry {sk:?}")))
 }
 
 #[async_trait]

@@ -7,7 +7,6 @@
 //! here with [`Digest::of`], as the core does; the store never computes them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -15,24 +14,16 @@ use registry_core::ports::{BlobStore, ByteRange, ByteStream, UploadCursor};
 use registry_core::upload::{hashing_stream, into_tally};
 use registry_core::{Digest, DigestAlgorithm, DigestHasher, RegistryError};
 
-use crate::support::{collect, content_bytes, failing_stream, open_content, pattern, stream_of};
+use crate::support::{
+    collect, content_bytes, failing_stream, open_content, pattern, run_suffix, stream_of,
+};
 
 const SHA256: DigestAlgorithm = DigestAlgorithm::Sha256;
 
 /// A fresh upload id: alphanumeric (as the core generates them) and unique even when
 /// several suites share one backend.
 pub fn new_upload_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "contract{:x}{:x}{:x}",
-        nanos,
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("contract{}", run_suffix())
 }
 
 /// Starts an upload and returns its cursor at offset 0.
@@ -553,7 +544,7 @@ pub async fn large_streamed_upload(store: Arc<dyn BlobStore>) {
 /// absent blob is `BlobUnknown`.
 pub async fn read_stream_returns_the_bytes(store: Arc<dyn BlobStore>) {
     let store = &*store;
-    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let bytes = pattern(300_000, 21);
     let digest = push(store, &bytes).await;
     let stream = store.read_stream(&digest).await.expect("read_stream");
     assert_eq!(collect(stream).await.expect("stream"), bytes);

@@ -3,6 +3,7 @@
 //! redirects to presigned URLs over HTTP).
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -27,16 +28,24 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// A short hex suffix unique to this run and process, for names in shared backends (the
-/// LocalStack table and queues outlive runs).
+/// A lowercase hex suffix no other call makes, in this process or any other (the
+/// LocalStack table and queues outlive runs), for names in shared backends: valid in
+/// repository names, project names, upload ids, S3 keys and DynamoDB keys. It is the
+/// process's start in milliseconds (10 digits), its full id (8 digits) and a counter
+/// (at least 1 digit): the fixed widths keep any two suffixes apart.
 pub fn run_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    static START_MS: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start_ms = *START_MS.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    });
     format!(
-        "{:x}",
-        (nanos ^ (u128::from(std::process::id()) << 40)) & 0xffff_ffff_ffff
+        "{:010x}{:08x}{:x}",
+        start_ms & 0xff_ffff_ffff,
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
 
@@ -207,5 +216,19 @@ mod tests {
         assert_ne!(pattern(100, 1), pattern(100, 2));
         assert_eq!(pattern(13, 5).len(), 13);
         assert_eq!(&pattern(100, 3)[..10], &pattern(10, 3)[..]);
+    }
+
+    #[test]
+    fn run_suffixes_are_distinct_lowercase_hex() {
+        let suffixes: Vec<String> = (0..1000).map(|_| run_suffix()).collect();
+        let distinct: std::collections::BTreeSet<&String> = suffixes.iter().collect();
+        assert_eq!(distinct.len(), suffixes.len());
+        for s in &suffixes {
+            assert!(s.len() >= 19, "{s}");
+            assert!(
+                s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                "{s}"
+            );
+        }
     }
 }

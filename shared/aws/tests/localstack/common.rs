@@ -8,8 +8,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
@@ -24,18 +23,10 @@ pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {HOW_TO_START}"))
 }
 
-/// `{prefix}-{pid}-{nanos}-{n}`: a name no other test (or earlier run) uses.
+/// `{prefix}-{suffix}`: a name no other test (or earlier run) uses, see
+/// [`run_suffix`](registry_testkit::support::run_suffix).
 pub fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos();
-    format!(
-        "{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}-{}", registry_testkit::support::run_suffix())
 }
 
 /// SDK clients for the LocalStack of the environment; fails the test when it is not
@@ -224,6 +215,7 @@ impl FreshTable {
         let prefix = format!("{}/", unique("test-manifests"));
         let mut settings = DynamoSettings::new(table, bucket.clone());
         settings.manifest_prefix = prefix.clone();
+        settings.scan_prefix = prefix.clone();
         FreshTable {
             _manifests: PrefixCleaner {
                 s3: clients.s3.clone(),

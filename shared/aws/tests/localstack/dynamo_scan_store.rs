@@ -119,7 +119,7 @@ async fn a_large_report_lives_in_s3_and_a_rescan_replaces_its_object() {
     let d = digest("image");
     let folder = format!(
         "{}scan-reports/{}/",
-        table.settings.scan_prefix(),
+        table.settings.scan_prefix,
         keys::scans_sk(&repo, &d)
     );
     let (pk, sk, index_sk) = (
@@ -215,7 +215,7 @@ async fn large_advisories_live_in_s3_until_their_version_is_deleted() {
     );
     let s3 = &table.clients.s3;
     let bucket = &table.settings.manifest_bucket;
-    let folder = |version: &str| format!("{}vulndb/{version}/", table.settings.scan_prefix());
+    let folder = |version: &str| format!("{}vulndb/{version}/", table.settings.scan_prefix);
     let big = advisory("USN-1", &"kernel ".repeat(2000));
     let small = advisory("USN-2", "short");
     let keys: Vec<String> = (0..3).map(|i| format!("Ubuntu|24.04|linux-{i}")).collect();
