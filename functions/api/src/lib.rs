@@ -19,6 +19,11 @@ pub async fn app(config: &ServerConfig) -> Result<axum::Router, registry_core::R
     // download URL while a proxy-fill job caches them.
     config.events.proxy_redirect_blobs = true;
     // A deployed function never runs open by accident: it needs an admin or --no-auth.
-    let state = registry_app::compose::build_state(&config, false).await?;
+    let mut state = registry_app::compose::build_state(&config, false).await?;
+    // An import writes a whole vulnerability database: longer than a function runs and
+    // larger than its payload. It goes straight to the backend (`vulndb import --direct`).
+    if let Some(scanning) = state.scanning.as_mut() {
+        scanning.importer = None;
+    }
     Ok(registry_http::router(state))
 }

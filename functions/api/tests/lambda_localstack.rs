@@ -352,6 +352,23 @@ async fn payloads_over_the_lambda_limit_are_refused_clearly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vulnerability_database_uploads_are_refused_and_the_direct_import_named() {
+    let s = stack().await;
+    let upload = s
+        .call(
+            Method::POST,
+            "/api/v1/vulndb?source=lambda.zip",
+            &[("content-type", "application/zip")],
+            b"PK\x05\x06".to_vec(),
+        )
+        .await;
+    assert_eq!(upload.status, StatusCode::BAD_REQUEST);
+    assert_eq!(upload.code(), "UNSUPPORTED");
+    let message = String::from_utf8_lossy(&upload.body);
+    assert!(message.contains("vulndb import --direct"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_upload_through_the_function_verifies_and_reads_back() {
     let s = stack().await;
     let data = pattern(11 * 1024 * 1024 + 123, 4);
