@@ -330,6 +330,13 @@ async fn a_pushed_image_is_scanned_with_an_sbom_report_and_event() {
             .len(),
         1
     );
+    // ... and pushes nothing: no second manifest.pushed, so no webhook and no scan job.
+    let after = env.events().await;
+    assert!(
+        after.iter().all(|(kind, _)| kind != "manifest.pushed"),
+        "{after:?}"
+    );
+    assert_eq!(env.drain_scans().await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,6 +177,7 @@ impl Proxy {
             Arc::new(SystemClock),
         )
         .with_proxy(self.registry().proxy().cloned())
+        .with_project_cache(self.registry().project_cache().cloned())
     }
 
     async fn project(&self, name: &str, proxy: ProxyRequest) -> Result<(), RegistryError> {
@@ -301,6 +302,35 @@ async fn fresh_tags_make_no_requests_stale_ones_a_head_and_moved_ones_a_get() {
     let old = p.pull("always/team/app", &first.to_string()).await.unwrap();
     assert_eq!(old.record.digest, first);
     assert_eq!(p.counts(), c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_proxy_project_stops_asking_its_upstream_at_once() {
+    let up = upstream(false).await;
+    let repo: RepoName = "team/app".parse().unwrap();
+    push_image(&up.registry, &repo, "v1", "amd64", &[layer(3, 1000)]).await;
+    push_image(&up.registry, &repo, "v2", "amd64", &[layer(4, 1000)]).await;
+    let p = proxy().await;
+    // Freshness 0: while it is a proxy project, every pull asks upstream.
+    p.project("gone", upstream_of(&up.url, 0)).await.unwrap();
+    p.pull("gone/team/app", "v1").await.unwrap();
+    assert_eq!(p.counts().manifest_heads, 1);
+
+    p.admin()
+        .delete_project(&Actor::System, "gone")
+        .await
+        .unwrap();
+    let before = p.counts();
+    let never_cached = p.pull("gone/team/app", "v2").await.unwrap_err();
+    assert!(
+        matches!(never_cached, RegistryError::ManifestUnknown(_)),
+        "{never_cached:?}"
+    );
+    assert_eq!(
+        p.counts(),
+        before,
+        "this process forgot the project's proxy settings when it was deleted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
